@@ -1,0 +1,12 @@
+"""keras_gss: generative and open-set semantic segmentation for Keras 3.
+
+Importing the package registers every layer, model and callback for
+serialization under the package name `keras_gss`.
+"""
+
+from keras_gss import callbacks
+from keras_gss import layers
+from keras_gss import models
+from keras_gss.presets import from_preset
+from keras_gss.presets import list_presets
+from keras_gss.version import __version__

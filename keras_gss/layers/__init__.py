@@ -1,0 +1,8 @@
+"""Public layers of keras_gss."""
+
+from keras_gss.layers.feature_memory import FeatureMemory
+from keras_gss.layers.gaussian_mixture_head import GaussianMixtureHead
+from keras_gss.layers.gaussian_mixture_head import (
+    diagonal_gaussian_log_likelihood,
+)
+from keras_gss.layers.sinkhorn import sinkhorn_knopp

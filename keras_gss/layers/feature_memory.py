@@ -1,0 +1,290 @@
+"""Per-class × per-component FIFO memory of pixel embeddings (GMMSeg §3.3)."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_gss.utils.checks import check_finite
+from keras_gss.utils.checks import check_labels
+from keras_gss.utils.checks import check_positive
+from keras_gss.utils.checks import is_concrete
+from keras_gss.utils.checks import raise_label_error
+
+_NO_LABEL = -(2**31)
+
+
+@keras.saving.register_keras_serializable(package="keras_gss")
+class FeatureMemory(keras.layers.Layer):
+    """One first-in-first-out queue of embeddings per class × component.
+
+    GMMSeg fits its Gaussian mixture by EM over an external memory filled
+    from preceding training batches: every (class, component) pair keeps a
+    ring buffer of `capacity` embeddings with its own write pointer and a
+    count of filled entries. Each `write` takes at most
+    `samples_per_component` embeddings per pair, chosen at evenly spaced
+    positions in pixel order (deterministic, so replicas that see the same
+    gathered batch write the same entries), optionally only from correctly
+    classified pixels. The M-step reads only filled entries
+    (`component_moments`).
+
+    Inside a compiled step, labels outside `[0, C) ∪ {ignore_index}` and
+    non-finite embeddings are never written; they are counted, and
+    `raise_for_errors()` (called by `SinkhornEM` after each batch) raises a
+    `ValueError` that names them. Eager calls raise at once.
+
+    Args:
+        num_classes: int. Number of classes `C`.
+        num_components: int. Components per class `M`.
+        embedding_dim: int. Embedding dimension `D`.
+        capacity: int. Entries per queue. Defaults to `32000` (the paper).
+        samples_per_component: int. Most entries written per queue and
+            step (at most `capacity`). Defaults to `20` (the authors' code).
+        correct_only: bool. Write only pixels whose prediction equals the
+            label, as the authors' code does. Defaults to `True`.
+        ignore_index: int. Label of void pixels. Defaults to `255`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> memory = FeatureMemory(num_classes=2, num_components=2,
+    ...                        embedding_dim=3, capacity=4,
+    ...                        correct_only=False)
+    >>> features = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    >>> memory.write(features, labels=np.array([0, 0, 1, 255]),
+    ...              components=np.array([0, 1, 1, 0]))
+    >>> np.asarray(memory.count).tolist()
+    [[1, 1], [0, 1]]
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        num_components,
+        embedding_dim,
+        capacity=32000,
+        samples_per_component=20,
+        correct_only=True,
+        ignore_index=255,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive("num_classes", num_classes, integer=True)
+        check_positive("num_components", num_components, integer=True)
+        check_positive("embedding_dim", embedding_dim, integer=True)
+        check_positive("capacity", capacity, integer=True)
+        check_positive(
+            "samples_per_component", samples_per_component, integer=True
+        )
+        self.num_classes = num_classes
+        self.num_components = num_components
+        self.embedding_dim = embedding_dim
+        self.capacity = capacity
+        self.samples_per_component = samples_per_component
+        self.correct_only = correct_only
+        self.ignore_index = ignore_index
+        self.build()
+
+    def build(self, input_shape=None):
+        pairs = (self.num_classes, self.num_components)
+        self.queue = self.add_weight(
+            shape=pairs + (self.capacity, self.embedding_dim),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+            dtype="float32",
+            name="queue",
+        )
+        self.pointer = self.add_weight(
+            shape=pairs, initializer="zeros", trainable=False,
+            dtype="int32", name="pointer",
+        )
+        self.count = self.add_weight(
+            shape=pairs, initializer="zeros", trainable=False,
+            dtype="int32", name="count",
+        )
+        self.step = self.add_weight(
+            shape=(), initializer="zeros", trainable=False,
+            dtype="int32", name="step",
+        )
+        # [invalid labels, one invalid label value, non-finite embeddings].
+        self.errors = self.add_weight(
+            shape=(3,), initializer="zeros", trainable=False,
+            dtype="int32", name="errors",
+        )
+        self.built = True
+
+    def call(self, inputs):
+        return inputs
+
+    def write(self, features, labels, components, predictions=None):
+        """Append embeddings to the queues of their (class, component).
+
+        Args:
+            features: float tensor `(..., D)`. Embeddings (no gradient is
+                taken through them).
+            labels: int tensor `(...)`. Class of each embedding; ignore and
+                out-of-range labels are not written.
+            components: int tensor `(...)`. Component of each embedding in
+                its class (the Sinkhorn assignment).
+            predictions: int tensor `(...)`. Predicted class; required when
+                `correct_only=True`.
+        """
+        if self.correct_only and predictions is None:
+            raise ValueError(
+                "`predictions` is required because this memory was built "
+                "with correct_only=True (it stores only correctly classified "
+                "pixels); pass the argmax of the logits or build it with "
+                "correct_only=False."
+            )
+        check_labels("labels", labels, self.num_classes, self.ignore_index)
+        check_finite(
+            "features",
+            features,
+            "Non-finite embeddings would poison the fitted GMM; check the "
+            "images and the learning rate.",
+        )
+        dim = self.embedding_dim
+        if features.shape[-1] != dim:
+            raise ValueError(
+                f"`features` must have {dim} channels in the last axis; "
+                f"received shape {tuple(features.shape)}."
+            )
+        features = ops.reshape(
+            ops.stop_gradient(ops.cast(features, "float32")), (-1, dim)
+        )
+        labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+        components = ops.reshape(ops.cast(components, "int32"), (-1,))
+        num_pairs = self.num_classes * self.num_components
+        # Never more than fit in one ring, so a step's slots stay distinct.
+        samples = min(self.samples_per_component, self.capacity)
+
+        known = ops.logical_and(labels >= 0, labels < self.num_classes)
+        invalid = ops.logical_and(
+            ops.logical_not(known), labels != self.ignore_index
+        )
+        finite = ops.all(ops.isfinite(features), axis=-1)
+        keep = ops.logical_and(known, finite)
+        keep = ops.logical_and(
+            keep,
+            ops.logical_and(components >= 0, components < self.num_components),
+        )
+        if self.correct_only:
+            predictions = ops.reshape(ops.cast(predictions, "int32"), (-1,))
+            keep = ops.logical_and(keep, ops.equal(predictions, labels))
+        features = ops.where(finite[:, None], features, 0.0)
+
+        # Group = class * M + component; rejected pixels go to a spare group.
+        group = ops.where(keep, labels * self.num_components + components,
+                          num_pairs)
+        order = ops.argsort(group)  # stable, so groups keep pixel order
+        members = ops.segment_sum(
+            ops.ones_like(group), group, num_segments=num_pairs + 1
+        )[:num_pairs]
+        starts = ops.cumsum(members) - members
+        slot = ops.arange(samples, dtype="int32")
+        # Evenly spaced members, as torch.linspace(0, n - 1, S) in the code.
+        spread = (slot[None, :] * (members[:, None] - 1)) // max(samples - 1, 1)
+        rank = ops.where(members[:, None] > samples, spread, slot[None, :])
+        taken = ops.minimum(members, samples)
+        filled = slot[None, :] < taken[:, None]
+        position = ops.clip(starts[:, None] + rank, 0, ops.shape(group)[0] - 1)
+        source = ops.take(order, ops.reshape(position, (-1,)))
+        rows = ops.take(features, source, axis=0)
+
+        pointer = ops.reshape(self.pointer.value, (-1,))
+        destination = (pointer[:, None] + slot[None, :]) % self.capacity
+        flat_index = ops.reshape(
+            ops.arange(num_pairs, dtype="int32")[:, None] * self.capacity
+            + destination,
+            (-1,),
+        )
+        queue = ops.reshape(self.queue.value, (-1, dim))
+        # Unused slots write back what they hold; S <= capacity keeps them apart.
+        rows = ops.where(
+            ops.reshape(filled, (-1, 1)), rows, ops.take(queue, flat_index, axis=0)
+        )
+        queue = ops.scatter_update(queue, flat_index[:, None], rows)
+        self.queue.assign(ops.reshape(queue, self.queue.shape))
+        shape = (self.num_classes, self.num_components)
+        self.pointer.assign(
+            ops.reshape((pointer + taken) % self.capacity, shape)
+        )
+        self.count.assign(
+            ops.minimum(self.count.value + ops.reshape(taken, shape),
+                        self.capacity)
+        )
+        self.step.assign(self.step.value + 1)
+        num_invalid = ops.sum(ops.cast(invalid, "int32"))
+        example = ops.max(ops.where(invalid, labels, _NO_LABEL))
+        self.record_errors(
+            num_invalid,
+            example,
+            ops.sum(ops.cast(ops.logical_and(known, ops.logical_not(finite)), "int32")),
+        )
+
+    def record_errors(self, invalid_labels, invalid_label_value, nonfinite):
+        """Count bad training inputs seen inside a compiled step."""
+        errors = self.errors.value
+        value = ops.where(invalid_labels > 0, invalid_label_value, errors[1])
+        self.errors.assign(
+            ops.stack(
+                [
+                    errors[0] + ops.cast(invalid_labels, "int32"),
+                    ops.cast(value, "int32"),
+                    errors[2] + ops.cast(nonfinite, "int32"),
+                ]
+            )
+        )
+
+    def raise_for_errors(self):
+        """Raise a `ValueError` for bad inputs counted since the last check."""
+        errors = np.asarray(ops.convert_to_numpy(self.errors.value))
+        if not np.any(errors[[0, 2]]):
+            return
+        self.errors.assign(ops.zeros_like(self.errors.value))
+        if errors[0]:
+            raise_label_error(
+                "y", [int(errors[1])], self.num_classes, self.ignore_index
+            )
+        raise ValueError(
+            f"`features`: {int(errors[2])} pixel embeddings were non-finite "
+            "(NaN or Inf) during training, so they were not written to the "
+            "memory. The network diverged: lower the learning rate, check "
+            "the images for NaN, and use loss scaling under mixed_float16."
+        )
+
+    def component_moments(self):
+        """Count, mean and mean square of the filled entries of every queue.
+
+        Returns:
+            `(count (C, M), mean (C, M, D), mean_square (C, M, D))`, float32;
+            mean and mean square are zero where a queue is empty.
+        """
+        count = ops.cast(self.count.value, "float32")
+        filled = ops.cast(
+            ops.arange(self.capacity)[None, None, :]
+            < self.count.value[:, :, None],
+            "float32",
+        )
+        queue = self.queue.value
+        total = ops.maximum(count, 1.0)[..., None]
+        mean = ops.einsum("cmq,cmqd->cmd", filled, queue) / total
+        mean_square = (
+            ops.einsum("cmq,cmqd->cmd", filled, ops.square(queue)) / total
+        )
+        return count, mean, mean_square
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "num_components": self.num_components,
+                "embedding_dim": self.embedding_dim,
+                "capacity": self.capacity,
+                "samples_per_component": self.samples_per_component,
+                "correct_only": self.correct_only,
+                "ignore_index": self.ignore_index,
+            }
+        )
+        return config

@@ -1,0 +1,2 @@
+from keras_gss.models.gmmseg.gmmseg_image_segmenter import GMMSegImageSegmenter
+from keras_gss.models.gmmseg.gmmseg_presets import presets

@@ -1,0 +1,155 @@
+"""The zoo: preset names -> records, and `from_preset` / `list_presets`."""
+
+import json
+import os
+
+import keras
+
+from keras_gss.models import gmmseg
+from keras_gss.models.backbones import build_backbone
+from keras_gss.utils.checks import close_matches
+
+PRESETS = {}
+TASKS = {"GMMSegImageSegmenter": gmmseg.GMMSegImageSegmenter}
+TASK_CONFIG_FILE = "task.json"
+TASK_WEIGHTS_FILE = "task.weights.h5"
+BACKBONE_WEIGHTS_FILE = "model.weights.h5"
+
+
+def register_presets(records):
+    for name, record in records.items():
+        if name in PRESETS:
+            raise ValueError(f"Preset {name!r} is registered twice.")
+        PRESETS[name] = record
+
+
+register_presets(gmmseg.presets)
+
+
+def list_presets(family=None):
+    """Names of the zoo presets, sorted; optionally of one family.
+
+    Example:
+
+    >>> "gmmseg_segformer_b5" in list_presets("gmmseg")
+    True
+    """
+    return sorted(
+        name for name, record in PRESETS.items()
+        if family is None or record["family"] == family
+    )
+
+
+def from_preset(preset, load_weights=True, num_classes=None, **kwargs):
+    """Build a model from a zoo name, a `hf://org/repo[@rev]` handle or a dir.
+
+    Zoo architectures ship with the package, so
+    `from_preset(name, load_weights=False)` works offline. A directory is
+    one written by `model.save_to_preset(dir)` and restores everything,
+    GMM state and memory included.
+
+    Args:
+        preset: str. A name from `list_presets()`, a Hugging Face handle
+            `"hf://org/repo"` (optionally `"@revision"`), or a local preset
+            directory.
+        load_weights: bool. Load trained weights. Defaults to `True`.
+        num_classes: int. Replace the number of classes (a new, untrained
+            head; backbone weights still load). Defaults to the preset's.
+        **kwargs: other constructor arguments of the task (for zoo names,
+            also `image_shape`).
+
+    Example:
+
+    >>> model = from_preset("gmmseg_segformer_b0", num_classes=3,
+    ...                     load_weights=False, image_shape=(64, 64, 3),
+    ...                     memory_size=64)
+    >>> tuple(model.output.shape)
+    (None, 64, 64, 3)
+    """
+    if not isinstance(preset, str):
+        raise ValueError(
+            f"`preset` must be a string; received {type(preset).__name__}."
+        )
+    if preset in PRESETS:
+        return _from_record(preset, load_weights, num_classes, kwargs)
+    if preset.startswith("hf://"):
+        return _from_directory(
+            _download(preset), load_weights, num_classes, kwargs
+        )
+    if os.path.isdir(preset):
+        return _from_directory(preset, load_weights, num_classes, kwargs)
+    matches = close_matches(preset, PRESETS)
+    hint = f" Did you mean {', '.join(map(repr, matches))}?" if matches else ""
+    raise ValueError(
+        f"Unknown preset {preset!r}: not a zoo name, an existing directory "
+        f"or an hf:// handle.{hint} keras_gss.list_presets() lists the zoo."
+    )
+
+
+def _from_record(name, load_weights, num_classes, kwargs):
+    record = PRESETS[name]
+    if load_weights and not record.get("weights"):
+        raise ValueError(
+            f"No trained weights are published for preset {name!r} yet; "
+            "build its architecture with load_weights=False."
+        )
+    image_shape = kwargs.pop("image_shape", record["data"]["image_shape"])
+    backbone = build_backbone(image_shape=image_shape, **record["backbone"])
+    config = {**record["config"], **kwargs}
+    if num_classes is not None:
+        config["num_classes"] = num_classes
+    return TASKS[record["task"]](backbone=backbone, **config)
+
+
+def _download(handle):
+    import huggingface_hub
+
+    repo, _, revision = handle[len("hf://"):].partition("@")
+    try:
+        return huggingface_hub.snapshot_download(
+            repo_id=repo, revision=revision or None
+        )
+    except Exception as error:
+        raise OSError(
+            f"Could not fetch preset {handle!r} from the Hugging Face Hub "
+            f"({type(error).__name__}: {error}). On a machine without "
+            "network, download it elsewhere and pass the directory."
+        ) from error
+
+
+def _from_directory(directory, load_weights, num_classes, kwargs):
+    path = os.path.join(directory, TASK_CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise OSError(
+            f"Preset directory {directory!r} has no {TASK_CONFIG_FILE}; "
+            "write one with model.save_to_preset(directory)."
+        )
+    with open(path) as file:
+        config = json.load(file)
+    replace_head = (
+        num_classes is not None
+        and num_classes != config["config"].get("num_classes")
+    )
+    if replace_head:
+        kwargs["num_classes"] = num_classes
+    config["config"].update(kwargs)
+    model = keras.saving.deserialize_keras_object(config)
+    if not load_weights:
+        return model
+    for name in (BACKBONE_WEIGHTS_FILE,) + (
+        () if replace_head else (TASK_WEIGHTS_FILE,)
+    ):
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise OSError(
+                f"Preset directory {directory!r} has no {name}; pass "
+                "load_weights=False to build the architecture only."
+            )
+    model.backbone.load_weights(os.path.join(directory, BACKBONE_WEIGHTS_FILE))
+    if replace_head:
+        print(
+            f"keras_gss: new head with num_classes={num_classes}; only the "
+            "backbone weights were loaded."
+        )
+    else:
+        model.load_task_weights(os.path.join(directory, TASK_WEIGHTS_FILE))
+    return model

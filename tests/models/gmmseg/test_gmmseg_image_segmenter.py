@@ -1,0 +1,268 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_gss
+from keras_gss.callbacks import SinkhornEM
+from keras_gss.models import GMMSegImageSegmenter
+
+SIZE = 32
+CLASSES = 3
+
+
+def make_scenes(n, seed=0, size=SIZE):
+    """Images of coloured, noisy rectangles; label = rectangle's class."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.2, 0.3, 0.9]])
+    images = np.empty((n, size, size, 3), "float32")
+    labels = np.empty((n, size, size), "int32")
+    for i in range(n):
+        labels[i] = rng.integers(CLASSES)
+        for _ in range(3):
+            y0, x0 = rng.integers(0, size - 8, size=2)
+            h, w = rng.integers(8, size // 2, size=2)
+            labels[i, y0:y0 + h, x0:x0 + w] = rng.integers(CLASSES)
+        images[i] = colours[labels[i]] + 0.1 * rng.normal(size=(size, size, 3))
+    labels[:, :2, :2] = 255  # some void pixels
+    return images, labels
+
+
+def tiny_model(**kwargs):
+    backbone = keras_gss.models.segformer_backbone(
+        variant=None, image_shape=(SIZE, SIZE, 3), hidden_dims=[4, 8],
+        projection_filters=8,
+    )
+    config = dict(num_classes=CLASSES, num_components=2, embedding_dim=8,
+                  memory_size=256, samples_per_component=8)
+    config.update(kwargs)
+    model = GMMSegImageSegmenter(backbone, **config)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return model
+
+
+def state(model):
+    head, memory = model.gmm_head, model.feature_memory
+    return {name: ops.convert_to_numpy(v).copy() for name, v in (
+        ("means", head.means), ("scales", head.scales), ("queue", memory.queue),
+        ("pointer", memory.pointer), ("count", memory.count), ("step", memory.step))}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    images, labels = make_scenes(20)
+    model = tiny_model()
+    before = state(model)
+    history = model.fit(images, labels, batch_size=4, epochs=6, verbose=0,
+                        callbacks=[SinkhornEM(update_interval=5)])
+    return model, before, history.history["loss"], images
+
+
+def test_trains_30_steps_with_falling_loss(trained):
+    model, before, losses, _ = trained
+    assert len(losses) == 6 and np.all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0], losses
+    after = state(model)
+    assert int(after["step"]) == 30
+    assert after["count"].sum() > 0 and after["count"].max() <= 256
+    assert np.abs(after["means"] - before["means"]).max() > 1e-4  # EM ran
+
+
+def test_gmm_state_is_only_touched_by_em(trained):
+    model, _, _, _ = trained
+    gmm = {id(model.gmm_head.means), id(model.gmm_head.scales)}
+    memory = {id(v) for v in model.feature_memory.weights}
+    assert not ({id(v) for v in model.trainable_variables} & (gmm | memory))
+    names = " ".join(v.path for v in model.optimizer.variables)
+    assert "means" not in names and "scales" not in names and "queue" not in names
+    # Without M-steps the GMM stays put while every trainable weight moves on.
+    keras.utils.set_random_seed(1)
+    images, labels = make_scenes(8, seed=1)
+    frozen = tiny_model()
+    gmm_before = state(frozen)
+    weights_before = [ops.convert_to_numpy(w).copy() for w in frozen.trainable_weights]
+    frozen.fit(images, labels, batch_size=4, epochs=2, verbose=0,
+               callbacks=[SinkhornEM(update_interval=10**6)])
+    after = state(frozen)
+    np.testing.assert_array_equal(after["means"], gmm_before["means"])
+    np.testing.assert_array_equal(after["scales"], gmm_before["scales"])
+    assert after["count"].sum() > 0
+    moved = [np.abs(ops.convert_to_numpy(w) - b).max() > 0
+             for w, b in zip(frozen.trainable_weights, weights_before)]
+    assert np.mean(moved) > 0.9
+
+
+def test_outputs_and_anomaly_score(trained):
+    model, _, _, images = trained
+    logits = model.predict(images[:4], verbose=0)
+    scores = model.predict_anomaly(images[:4], verbose=0)
+    assert logits.shape == (4, SIZE, SIZE, CLASSES) and logits.dtype == np.float32
+    assert scores.shape == (4, SIZE, SIZE) and scores.dtype == np.float32
+    dense = model.gmm_head(model.dense_features(images[:4], training=False),
+                           training=False)
+    want = ops.image.resize(dense["anomaly_score"][..., None], (SIZE, SIZE),
+                            interpolation="bilinear")[..., 0]
+    np.testing.assert_allclose(scores, ops.convert_to_numpy(want), atol=1e-4)
+    class_ll = ops.convert_to_numpy(dense["class_log_likelihood"])
+    np.testing.assert_allclose(ops.convert_to_numpy(dense["anomaly_score"]),
+                               -class_ll.max(-1), atol=1e-5)
+
+
+def test_keras_save_load_round_trip(trained, tmp_path):
+    model, _, _, images = trained
+    path = str(tmp_path / "gmmseg.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(images[:4], verbose=0),
+                               model.predict(images[:4], verbose=0), atol=1e-6)
+    for name, value in state(model).items():
+        np.testing.assert_array_equal(state(loaded)[name], value, err_msg=name)
+
+
+def test_preset_round_trip_in_fresh_process(trained, tmp_path):
+    model, _, _, images = trained
+    preset = str(tmp_path / "preset")
+    model.save_to_preset(preset)
+    np.savez(tmp_path / "expected.npz", images=images[:4],
+             logits=model.predict(images[:4], verbose=0),
+             scores=model.predict_anomaly(images[:4], verbose=0), **state(model))
+    script = textwrap.dedent(f"""
+        import numpy as np, keras_gss
+        from keras import ops
+        expected = np.load({str(tmp_path / 'expected.npz')!r})
+        model = keras_gss.from_preset({preset!r})
+        np.testing.assert_allclose(model.predict(expected["images"], verbose=0),
+                                   expected["logits"], atol=1e-6)
+        np.testing.assert_allclose(model.predict_anomaly(expected["images"], verbose=0),
+                                   expected["scores"], atol=1e-6)
+        got = dict(means=model.gmm_head.means, scales=model.gmm_head.scales,
+                   queue=model.feature_memory.queue, pointer=model.feature_memory.pointer,
+                   count=model.feature_memory.count, step=model.feature_memory.step)
+        for name, value in got.items():
+            np.testing.assert_array_equal(ops.convert_to_numpy(value), expected[name])
+        print("PRESET_OK", type(model).__name__)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
+    assert "PRESET_OK GMMSegImageSegmenter" in done.stdout, done.stderr[-3000:]
+    with open(os.path.join(preset, "task.json")) as file:
+        assert json.load(file)["registered_name"] == "keras_gss>GMMSegImageSegmenter"
+    # A new head for fine-tuning keeps the backbone weights.
+    new = keras_gss.from_preset(preset, num_classes=5)
+    assert new.num_classes == 5
+    for a, b in zip(new.backbone.weights, model.backbone.weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+
+
+def test_resumed_training_continues_em_schedule(tmp_path):
+    keras.utils.set_random_seed(2)
+    images, labels = make_scenes(28, seed=2)
+    model = tiny_model()
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0,
+              callbacks=[SinkhornEM(update_interval=5)])  # 7 steps: M-step at 5
+    path = str(tmp_path / "resume.keras")
+    model.save(path)
+    resumed = keras.saving.load_model(path)
+    resumed.compile(optimizer=keras.optimizers.Adam(3e-3))
+    assert int(ops.convert_to_numpy(resumed.feature_memory.step)) == 7
+    means_at_7 = ops.convert_to_numpy(resumed.gmm_head.means).copy()
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(ops.convert_to_numpy(self.model.gmm_head.means).copy())
+
+    resumed.fit(images[:12], labels[:12], batch_size=4, epochs=1, verbose=0,
+                callbacks=[SinkhornEM(update_interval=5), Watch()])
+    assert int(ops.convert_to_numpy(resumed.feature_memory.step)) == 10
+    # Steps 8 and 9 run no M-step; step 10 does (the schedule was restored).
+    np.testing.assert_array_equal(seen[0], means_at_7)
+    np.testing.assert_array_equal(seen[1], means_at_7)
+    assert np.abs(seen[2] - means_at_7).max() > 0
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    keras.config.set_dtype_policy(policy)
+    images, labels = make_scenes(8, seed=3)
+    model = tiny_model()
+    history = model.fit(images, labels, batch_size=4, epochs=2, verbose=0,
+                        callbacks=[SinkhornEM(update_interval=2)])
+    assert np.all(np.isfinite(history.history["loss"]))
+    logits = model.predict(images, verbose=0)
+    scores = model.predict_anomaly(images, verbose=0)
+    assert logits.dtype == np.float32 and scores.dtype == np.float32
+    assert np.all(np.isfinite(logits)) and np.all(np.isfinite(scores))
+    for value in state(model).values():
+        assert np.all(np.isfinite(value))
+    assert model.gmm_head.projection.compute_dtype == policy.split("_")[1]
+    dense = model._graphs.train(images[:2], training=False)
+    for key in ("component_log_likelihood", "embeddings", "dense_logits"):
+        assert ops.convert_to_numpy(dense[key]).dtype == np.float32
+
+
+def test_plain_call_is_inference(trained):
+    model, _, _, images = trained
+    before = [ops.convert_to_numpy(v).copy() for v in model.variables]
+    logits = ops.convert_to_numpy(model(images[:2]))
+    np.testing.assert_allclose(logits, model.predict(images[:2], verbose=0), atol=1e-5)
+    for v, b in zip(model.variables, before):
+        np.testing.assert_array_equal(ops.convert_to_numpy(v), b, err_msg=v.path)
+
+
+def test_bad_input_errors():
+    model = tiny_model()
+    images, labels = make_scenes(4, seed=4)
+    with pytest.raises(ValueError, match="`images` must have 3 channels"):
+        model.predict(images[..., :1], verbose=0)
+    with pytest.raises(ValueError, match="`images` must be 32×32"):
+        model.predict_anomaly(np.zeros((1, 40, 40, 3), "float32"), verbose=0)
+    bad = labels.copy()
+    bad[0, 5, 5] = 7
+    with pytest.raises(ValueError, match=r"`y` holds class ids outside \[0, 3\).*\[7\]"):
+        model.fit(images, bad, verbose=0)
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, bad)).batch(2)
+    with pytest.raises(ValueError, match=r"`y` holds class ids outside \[0, 3\).*\[7\]"):
+        model.fit(dataset, verbose=0)
+    with pytest.raises(ValueError, match="`loss` must be None"):
+        model.compile(loss="mse")
+    with pytest.raises(ValueError, match="gmmseg_segformer_b5"):
+        keras_gss.from_preset("gmmseg_segformer_b9")
+    with pytest.raises(ValueError, match="No trained weights are published"):
+        keras_gss.from_preset("gmmseg_segformer_b0")
+
+
+def test_deeplabv3plus_head_runs_at_stride_4(tmp_path):
+    backbone = keras_gss.models.deeplabv3plus_backbone(
+        image_shape=(64, 64, 3), stackwise_num_filters=[64, 4, 4, 4],
+        stackwise_num_blocks=[1, 1, 1, 1])
+    model = GMMSegImageSegmenter(backbone, num_classes=2, num_components=2,
+                                 embedding_dim=4, memory_size=16)
+    assert tuple(model.dense_features.output.shape) == (None, 16, 16, 256)
+    images = np.random.default_rng(0).random((2, 64, 64, 3)).astype("float32")
+    logits = model.predict(images, verbose=0)
+    assert logits.shape == (2, 64, 64, 2)
+    model.save_to_preset(str(tmp_path / "dl"))
+    loaded = keras_gss.from_preset(str(tmp_path / "dl"))
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", keras_gss.list_presets())
+def test_every_zoo_preset_builds_offline(name):
+    model = keras_gss.from_preset(name, num_classes=2, load_weights=False,
+                                  image_shape=(64, 64, 3), memory_size=8)
+    assert tuple(model.output.shape) == (None, 64, 64, 2)
+    assert tuple(model.dense_features.output.shape)[1:3] == (16, 16)
+    record = keras_gss.presets.PRESETS[name]
+    assert name.endswith(record["backbone"]["variant"])
+    assert record["family"] == "gmmseg" and model.num_components == 5
+    assert len(keras_gss.list_presets()) == 8
