@@ -11,26 +11,15 @@ from keras import ops
 
 import keras_gss
 from keras_gss.callbacks import SinkhornEM
+from keras_gss.data import colour_scenes
 from keras_gss.models import GMMSegImageSegmenter
 
 SIZE = 32
 CLASSES = 3
 
 
-def make_scenes(n, seed=0, size=SIZE):
-    """Images of coloured, noisy rectangles; label = rectangle's class."""
-    rng = np.random.default_rng(seed)
-    colours = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.2, 0.3, 0.9]])
-    images = np.empty((n, size, size, 3), "float32")
-    labels = np.empty((n, size, size), "int32")
-    for i in range(n):
-        labels[i] = rng.integers(CLASSES)
-        for _ in range(3):
-            y0, x0 = rng.integers(0, size - 8, size=2)
-            h, w = rng.integers(8, size // 2, size=2)
-            labels[i, y0:y0 + h, x0:x0 + w] = rng.integers(CLASSES)
-        images[i] = colours[labels[i]] + 0.1 * rng.normal(size=(size, size, 3))
-    labels[:, :2, :2] = 255  # some void pixels
+def make_scenes(n, seed=0):
+    images, labels, _ = colour_scenes(n, size=SIZE, num_classes=CLASSES, seed=seed)
     return images, labels
 
 
@@ -212,7 +201,8 @@ def test_plain_call_is_inference(trained):
     model, _, _, images = trained
     before = [ops.convert_to_numpy(v).copy() for v in model.variables]
     logits = ops.convert_to_numpy(model(images[:2]))
-    np.testing.assert_allclose(logits, model.predict(images[:2], verbose=0), atol=1e-5)
+    # Eager and compiled graphs round differently (~1e-5); the point is no state change.
+    np.testing.assert_allclose(logits, model.predict(images[:2], verbose=0), atol=1e-4)
     for v, b in zip(model.variables, before):
         np.testing.assert_array_equal(ops.convert_to_numpy(v), b, err_msg=v.path)
 
