@@ -248,6 +248,13 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             self, optimizer=optimizer, loss=None, metrics=metrics, **kwargs
         )
 
+    def compile_from_config(self, config):
+        # Recompile on `load_model` so a resumed training keeps its optimizer.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         if y is not None and not hasattr(y, "element_spec"):
             check_labels("y", y, self.num_classes, self.ignore_index)

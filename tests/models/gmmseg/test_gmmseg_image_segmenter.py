@@ -159,8 +159,12 @@ def test_resumed_training_continues_em_schedule(tmp_path):
     path = str(tmp_path / "resume.keras")
     model.save(path)
     resumed = keras.saving.load_model(path)
-    resumed.compile(optimizer=keras.optimizers.Adam(3e-3))
     assert int(ops.convert_to_numpy(resumed.feature_memory.step)) == 7
+    # The optimizer comes back compiled with its state (moments, iterations).
+    assert int(ops.convert_to_numpy(resumed.optimizer.iterations)) == 7
+    for saved, loaded in zip(model.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_array_equal(ops.convert_to_numpy(loaded),
+                                      ops.convert_to_numpy(saved))
     means_at_7 = ops.convert_to_numpy(resumed.gmm_head.means).copy()
     seen = []
 
