@@ -113,9 +113,6 @@ class FeatureMemory(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs):
-        return inputs
-
     def write(self, features, labels, components, predictions=None):
         """Append embeddings to the queues of their (class, component).
 
