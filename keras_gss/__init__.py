@@ -6,6 +6,7 @@ serialization under the package name `keras_gss`.
 
 from keras_gss import callbacks
 from keras_gss import layers
+from keras_gss import metrics
 from keras_gss import models
 from keras_gss.presets import from_preset
 from keras_gss.presets import list_presets
