@@ -4,6 +4,7 @@ Importing the package registers every layer, model and callback for
 serialization under the package name `keras_gss`.
 """
 
+from keras_gss import baselines
 from keras_gss import callbacks
 from keras_gss import layers
 from keras_gss import metrics
