@@ -9,6 +9,8 @@ from keras_gss import callbacks
 from keras_gss import layers
 from keras_gss import metrics
 from keras_gss import models
+from keras_gss.evaluation import evaluate
+from keras_gss.evaluation import format_table
 from keras_gss.presets import from_preset
 from keras_gss.presets import list_presets
 from keras_gss.version import __version__

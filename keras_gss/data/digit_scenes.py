@@ -137,10 +137,10 @@ class DigitScenes:
 
     def _paste_digit(self, rng, image, label, sample, class_id, anomaly, is_anomaly=False):
         size = self.image_size
-        side = int(rng.uniform(0.25, 0.45) * size)
+        side = int(rng.uniform(0.35, 0.6) * size)
         digit = _resize(self._digits[sample], side)
         y0, x0 = rng.integers(0, size - side, size=2)
-        stroke = digit > 0.5
+        stroke = digit > 0.3
         colour = rng.uniform(0.6, 1.0, size=3) * (1 if rng.random() < 0.5 else 0.0) + (
             rng.uniform(0.0, 0.3, size=3))
         patch = image[y0:y0 + side, x0:x0 + side]

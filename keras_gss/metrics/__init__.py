@@ -3,6 +3,7 @@
 from keras_gss.metrics.anomaly import BinnedAnomalyMetrics
 from keras_gss.metrics.anomaly import anomaly_metrics
 from keras_gss.metrics.anomaly import per_image_anomaly_metrics
+from keras_gss.metrics.anomaly import roc_pr_curves
 from keras_gss.metrics.calibration import expected_calibration_error
 from keras_gss.metrics.calibration import reliability
 from keras_gss.metrics.segmentation import MeanIoU

@@ -64,13 +64,32 @@ def anomaly_metrics(scores, anomaly, valid=None, tpr_level=0.95):
     >>> round(m["auroc"], 2), round(m["ap"], 2), m["fpr95"]
     (0.75, 0.83, 0.5)
     """
-    scores, anomaly = _select(scores, anomaly, valid)
+    return _summaries(*_counts(*_select(scores, anomaly, valid)), tpr_level)
+
+
+def _counts(scores, anomaly):
+    """Cumulative true/false positives at each distinct descending threshold."""
     order = np.argsort(-scores, kind="mergesort")
     scores, anomaly = scores[order], anomaly[order]
     last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
     tps = np.cumsum(anomaly)[last].astype(np.float64)
-    fps = (last + 1) - tps
-    return _summaries(tps, fps, tpr_level)
+    return tps, (last + 1) - tps
+
+
+def roc_pr_curves(scores, anomaly, valid=None, max_points=2000):
+    """ROC `(fpr, tpr)` and PR `(recall, precision)` curves for plotting.
+
+    Returns a dict of arrays, thinned to at most `max_points` thresholds.
+    """
+    tps, fps = _counts(*_select(scores, anomaly, valid))
+    keep = np.unique(np.linspace(0, len(tps) - 1, min(max_points, len(tps))).astype(int))
+    tps, fps = tps[keep], fps[keep]
+    return {
+        "fpr": np.r_[0.0, fps / max(fps[-1], 1)],
+        "tpr": np.r_[0.0, tps / max(tps[-1], 1)],
+        "recall": tps / max(tps[-1], 1),
+        "precision": tps / np.maximum(tps + fps, 1),
+    }
 
 
 def per_image_anomaly_metrics(scores, anomaly, valid=None, tpr_level=0.95):

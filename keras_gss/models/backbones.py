@@ -23,7 +23,7 @@ RESNET_DEPTHS = {"resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3]}
 
 def segformer_backbone(
     variant="b0", image_shape=(512, 512, 3), hidden_dims=None, depths=None,
-    projection_filters=None,
+    projection_filters=None, num_heads=None,
 ):
     """A keras-hub SegFormer backbone on an MiT encoder.
 
@@ -32,15 +32,25 @@ def segformer_backbone(
         image_shape: tuple. Input shape (keras-hub's MiT is fixed-size).
         hidden_dims, depths, projection_filters: override the variant
             (tiny test configs use `hidden_dims=[4, 8]`).
+        num_heads: attention heads per stage; each must divide its width.
+            Defaults to MiT's `[1, 2, 5, 8]`.
     """
     spec = dict(MIT_VARIANTS[variant]) if variant else {}
     hidden_dims = hidden_dims or spec["hidden_dims"]
     depths = depths or spec.get("depths") or [1] * len(hidden_dims)
     levels = len(hidden_dims)
+    num_heads = list(num_heads or [1, 2, 5, 8][:levels])
+    for stage, (width, heads) in enumerate(zip(hidden_dims, num_heads)):
+        if width % heads:
+            raise ValueError(
+                f"`hidden_dims[{stage}]`={width} is not divisible by "
+                f"`num_heads[{stage}]`={heads}; pass `num_heads` that divide "
+                "the stage widths."
+            )
     encoder = keras_hub.models.MiTBackbone(
         layerwise_depths=depths,
         num_layers=levels,
-        layerwise_num_heads=[1, 2, 5, 8][:levels],
+        layerwise_num_heads=num_heads,
         layerwise_sr_ratios=[8, 4, 2, 1][:levels],
         max_drop_path_rate=0.1,
         layerwise_patch_sizes=[7, 3, 3, 3][:levels],

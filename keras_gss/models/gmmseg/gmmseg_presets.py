@@ -1,12 +1,13 @@
 """GMMSeg zoo records (architecture configs ship with the package)."""
 
+from keras_gss.data.normalization import IMAGENET_MEAN
+from keras_gss.data.normalization import IMAGENET_STD
+
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
     "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
     "truck", "bus", "train", "motorcycle", "bicycle",
 )
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Cityscapes setting of the paper (§4.1): 768 crops, sliding-window test.
 _CITYSCAPES_DATA = {

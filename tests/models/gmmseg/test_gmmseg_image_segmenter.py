@@ -227,6 +227,9 @@ def test_bad_input_errors():
     dataset = tf.data.Dataset.from_tensor_slices((images, bad)).batch(2)
     with pytest.raises(ValueError, match=r"`y` holds class ids outside \[0, 3\).*\[7\]"):
         model.fit(dataset, verbose=0)
+    with pytest.raises(ValueError, match=r"`hidden_dims\[2\]`=64 is not divisible"):
+        keras_gss.models.segformer_backbone(variant=None, image_shape=(32, 32, 3),
+                                            hidden_dims=[4, 8, 64])
     with pytest.raises(ValueError, match="`loss` must be None"):
         model.compile(loss="mse")
     with pytest.raises(ValueError, match="gmmseg_segformer_b5"):

@@ -1,0 +1,102 @@
+"""Figures: segmentation overlays, anomaly heatmaps, reliability, ROC and PR.
+
+matplotlib is optional (`pip install 'keras-gss[bench]'`); every function
+writes one PNG and returns its path.
+"""
+
+import numpy as np
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(
+            "Figures need matplotlib: `pip install 'keras-gss[bench]'`."
+        ) from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colourise(labels, num_classes, ignore_index=255):
+    palette = np.asarray(_pyplot().get_cmap("tab10")(np.arange(10))[:, :3])
+    colours = palette[np.arange(max(num_classes + 1, 1)) % 10]
+    out = colours[np.clip(labels, 0, num_classes)]
+    out[labels == ignore_index] = 0.0
+    return out
+
+
+def plot_overlays(path, images, labels, predictions, scores, num_classes,
+                  anomaly=None, title=None, ignore_index=255):
+    """Rows: image, ground truth, prediction, anomaly heatmap (one column per image)."""
+    plt = _pyplot()
+    count = len(images)
+    rows = [("image", None), ("ground truth", None), ("prediction", None),
+            ("anomaly score", "magma")]
+    if anomaly is not None:
+        rows.insert(2, ("anomaly (truth)", "gray"))
+    figure, axes = plt.subplots(len(rows), count, figsize=(2.2 * count, 2.2 * len(rows)),
+                                squeeze=False)
+    for column in range(count):
+        image = np.asarray(images[column], np.float32)
+        image = (image - image.min()) / max(image.max() - image.min(), 1e-6)
+        panels = {
+            "image": image,
+            "ground truth": _colourise(labels[column], num_classes, ignore_index),
+            "anomaly (truth)": anomaly[column] if anomaly is not None else None,
+            "prediction": _colourise(predictions[column], num_classes, ignore_index),
+            "anomaly score": scores[column],
+        }
+        for row, (name, cmap) in enumerate(rows):
+            axes[row, column].imshow(panels[name], cmap=cmap, interpolation="nearest")
+            axes[row, column].set_axis_off()
+            if column == 0:
+                axes[row, column].set_title(name, fontsize=8, loc="left")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_reliability(path, bins, title="reliability"):
+    """Reliability diagram from `keras_gss.metrics.reliability` output."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(4, 4))
+    centres = (bins["edges"][1:] + bins["edges"][:-1]) / 2
+    used = bins["count"] > 0
+    width = bins["edges"][1] - bins["edges"][0]
+    axis.bar(centres[used], bins["accuracy"][used], width=width * 0.9, label="accuracy")
+    axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    axis.set_xlabel("confidence")
+    axis.set_ylabel("accuracy")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_roc_pr(path, curves, title=None):
+    """ROC and PR curves; `curves` maps a label to `roc_pr_curves` output."""
+    plt = _pyplot()
+    figure, (roc, pr) = plt.subplots(1, 2, figsize=(9, 4))
+    for name, curve in curves.items():
+        roc.plot(curve["fpr"], curve["tpr"], label=name)
+        pr.plot(curve["recall"], curve["precision"], label=name)
+    roc.plot([0, 1], [0, 1], "k:", linewidth=1)
+    roc.set_xlabel("false positive rate")
+    roc.set_ylabel("true positive rate")
+    pr.set_xlabel("recall")
+    pr.set_ylabel("precision")
+    roc.legend(fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

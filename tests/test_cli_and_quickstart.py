@@ -1,0 +1,46 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras_gss
+from keras_gss import cli
+from keras_gss.data import DigitScenes
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def test_cli_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("architecture only") == len(keras_gss.list_presets())
+    assert "gmmseg_segformer_b5" in out
+
+
+def test_quickstart_smoke_then_cli_evaluate(tmp_path):
+    """The main job end to end at toy size, then the CLI on its saved model."""
+    out = tmp_path / "qs"
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--out", str(out),
+         "--image-size", "32", "--steps", "6", "--train-scenes", "24", "--test-scenes", "6"],
+        capture_output=True, text=True, timeout=900,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| gmmseg | model |" in done.stdout and "| softmax | mahalanobis |" in done.stdout
+    with open(out / "results.json") as file:
+        results = json.load(file)["results"]
+    for name in ("softmax", "gmmseg"):
+        for split in ("near-OOD", "far-OOD"):
+            assert 0.0 <= results[name][split]["max_softmax"]["auroc"] <= 1.0
+        assert os.path.getsize(out / f"{name}_near-OOD_overlays.png") > 0
+    DigitScenes(image_size=32).write(str(tmp_path / "data"),
+                                     sizes={"test": 4, "test_near": 4}, verbose=0)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "keras_gss.cli", "evaluate", str(out / "gmmseg_preset"),
+         "--data", str(tmp_path / "data"), "--anomaly-splits", "test_near",
+         "--out", str(tmp_path / "eval"), "--name", "gmm", "--quiet"],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "| gmm | model |" in evaluated.stdout
+    assert os.path.getsize(tmp_path / "eval" / "gmm_test_near_roc_pr.png") > 0
