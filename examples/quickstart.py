@@ -58,6 +58,11 @@ def main():
     parser.add_argument("--mean-momentum", type=float, default=0.9,
                         help="GMM mean momentum; 1/(1-γ) M-steps must be short vs the run")
     parser.add_argument("--update-interval", type=int, default=1)
+    parser.add_argument("--class-norm", action="store_true",
+                        help="LayerNorm over class scores (authors' code); default: the "
+                             "paper's posterior, which scored anomalies better here")
+    parser.add_argument("--all-pixels", action="store_true",
+                        help="write all labelled pixels to the memory, not only correct ones")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -90,7 +95,8 @@ def main():
         else:
             model = keras_gss.models.GMMSegImageSegmenter(
                 backbone(args.image_size), num_classes=scenes.num_classes,
-                num_components=3, embedding_dim=32, memory_size=2000)
+                num_components=3, embedding_dim=32, memory_size=2000,
+                class_norm=args.class_norm, correct_only=not args.all_pixels)
             model.compile(optimizer=keras.optimizers.AdamW(2e-3),
                           metrics=[keras_gss.metrics.MeanIoU(scenes.num_classes)])
             callbacks = [keras_gss.callbacks.SinkhornEM(

@@ -20,6 +20,15 @@ def _pyplot():
     return plt
 
 
+def _save(figure, path, title=None):
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    _pyplot().close(figure)
+    return path
+
+
 def _colourise(labels, num_classes, ignore_index=255):
     palette = np.asarray(_pyplot().get_cmap("tab10")(np.arange(10))[:, :3])
     colours = palette[np.arange(max(num_classes + 1, 1)) % 10]
@@ -54,12 +63,7 @@ def plot_overlays(path, images, labels, predictions, scores, num_classes,
             axes[row, column].set_axis_off()
             if column == 0:
                 axes[row, column].set_title(name, fontsize=8, loc="left")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, path, title)
 
 
 def plot_reliability(path, bins, title="reliability"):
@@ -75,10 +79,7 @@ def plot_reliability(path, bins, title="reliability"):
     axis.set_ylabel("accuracy")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_roc_pr(path, curves, title=None):
@@ -94,9 +95,4 @@ def plot_roc_pr(path, curves, title=None):
     pr.set_xlabel("recall")
     pr.set_ylabel("precision")
     roc.legend(fontsize=7)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(figure, path, title)
