@@ -156,9 +156,6 @@ class FeatureMemory(keras.layers.Layer):
         samples = min(self.samples_per_component, self.capacity)
 
         known = ops.logical_and(labels >= 0, labels < self.num_classes)
-        invalid = ops.logical_and(
-            ops.logical_not(known), labels != self.ignore_index
-        )
         finite = ops.all(ops.isfinite(features), axis=-1)
         keep = ops.logical_and(known, finite)
         keep = ops.logical_and(
@@ -211,12 +208,21 @@ class FeatureMemory(keras.layers.Layer):
                         self.capacity)
         )
         self.step.assign(self.step.value + 1)
-        num_invalid = ops.sum(ops.cast(invalid, "int32"))
-        example = ops.max(ops.where(invalid, labels, _NO_LABEL))
+        self.record_invalid_labels(labels)
         self.record_errors(
-            num_invalid,
-            example,
+            0, 0,
             ops.sum(ops.cast(ops.logical_and(known, ops.logical_not(finite)), "int32")),
+        )
+
+    def record_invalid_labels(self, labels):
+        """Count labels outside `[0, C) ∪ {ignore_index}` (in-graph, no raise)."""
+        labels = ops.cast(labels, "int32")
+        known = ops.logical_and(labels >= 0, labels < self.num_classes)
+        invalid = ops.logical_and(ops.logical_not(known), labels != self.ignore_index)
+        self.record_errors(
+            ops.sum(ops.cast(invalid, "int32")),
+            ops.max(ops.where(invalid, labels, _NO_LABEL)),
+            0,
         )
 
     def record_errors(self, invalid_labels, invalid_label_value, nonfinite):

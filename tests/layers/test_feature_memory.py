@@ -103,3 +103,13 @@ def test_component_moments_use_filled_entries_only(rng):
     np.testing.assert_array_equal(count, [[3, 2]])
     np.testing.assert_allclose(mean[0, 0], features[:3].mean(0), atol=1e-6)
     np.testing.assert_allclose(mean_square[0, 1], (features[3:] ** 2).mean(0), atol=1e-6)
+
+
+def test_record_invalid_labels_counts_then_raises():
+    memory = FeatureMemory(3, 1, 2, capacity=8)
+    memory.record_invalid_labels(np.array([[0, 2, 255], [4, -1, 1]]))
+    np.testing.assert_array_equal(ops.convert_to_numpy(memory.errors), [2, 4, 0])
+    with pytest.raises(ValueError, match=r"outside \[0, 3\).*\[4\]"):
+        memory.raise_for_errors()
+    memory.record_invalid_labels(np.array([0, 1, 2, 255]))
+    memory.raise_for_errors()  # nothing counted, nothing raised

@@ -281,7 +281,8 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
         loss = sparse_categorical_crossentropy(
             labels, y_pred["logits"], self.ignore_index, sample_weight
         )
-        self._count_label_errors(labels)
+        # Full resolution: the stride-4 labels the memory sees can miss small bad patches.
+        self.feature_memory.record_invalid_labels(labels)
 
         component_ll = y_pred["component_log_likelihood"]
         height, width = component_ll.shape[1], component_ll.shape[2]
@@ -323,17 +324,6 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             predictions=predictions,
         )
         return loss + extra
-
-    def _count_label_errors(self, labels):
-        known = ops.logical_and(labels >= 0, labels < self.num_classes)
-        invalid = ops.logical_and(
-            ops.logical_not(known), labels != self.ignore_index
-        )
-        self.feature_memory.record_errors(
-            ops.sum(ops.cast(invalid, "int32")),
-            ops.max(ops.where(invalid, labels, -(2**31))),
-            0,
-        )
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if isinstance(y_pred, dict):
