@@ -26,7 +26,9 @@ def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
         model: a segmenter whose `predict` gives logits `(B, H, W, C)`.
         images: array `(N, H, W, 3)` prepared as the model expects.
         labels: int array `(N, H, W)` for the closed-set split.
-        anomaly_sets: dict name -> `(images, labels, anomaly_mask)`.
+        anomaly_sets: dict name -> `(images, labels, anomaly_mask)`; the mask
+            is bool (unlabelled non-anomalies are void) or the readers'
+            int mask (1 anomaly, 0 inlier, 255 void).
         num_classes: int. Defaults to the logits' channel count.
         scores: names from `keras_gss.baselines.SCORES`.
         extra_scores: dict set name -> {score name: maps `(N, H, W)`}, for
@@ -39,7 +41,7 @@ def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
         verbose: int. Keras progress bars and printed paths. Defaults to `1`.
 
     Returns:
-        dict: `{"closed_set": {"miou", "ece"}, <set>: {<score>: {"auroc",
+        dict: `{"closed_set": {"miou", "iou" (per class), "ece"}, <set>: {<score>: {"auroc",
         "ap", "fpr95"}}}`.
     """
     unknown = [s for s in scores if s not in baselines.SCORES]
@@ -53,9 +55,11 @@ def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
     num_classes = num_classes or logits.shape[-1]
     probabilities = ops.convert_to_numpy(ops.softmax(logits, axis=-1))
     predictions = logits.argmax(-1)
+    confusion = metrics.confusion_matrix(labels, predictions, num_classes, ignore_index)
     results = {
         "closed_set": {
             "miou": metrics.mean_iou(labels, predictions, num_classes, ignore_index),
+            "iou": metrics.iou_from_confusion(ops.convert_to_numpy(confusion)).tolist(),
             "ece": metrics.expected_calibration_error(probabilities, labels,
                                                       ignore_index=ignore_index),
         }
@@ -76,7 +80,7 @@ def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
             maps["model"] = model.predict_anomaly(set_images, batch_size=batch_size,
                                                   verbose=progress)
         maps.update((extra_scores or {}).get(set_name, {}))
-        valid = (set_labels != ignore_index) | anomaly
+        anomaly, valid = _anomaly_targets(set_labels, anomaly, ignore_index)
         results[set_name] = {
             score: metrics.anomaly_metrics(values, anomaly, valid)
             for score, values in maps.items()
@@ -101,6 +105,24 @@ def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
             for path in figures:
                 print(f"wrote {path}")
     return results
+
+
+def _anomaly_targets(labels, anomaly, ignore_index):
+    """`(positive, valid)` masks from a bool mask or a 0 / 1 / 255 (void) mask.
+
+    A bool mask (DigitScenes) voids unlabelled pixels that are not
+    anomalies; an integer mask (the readers, SMIYC convention) says it all.
+    """
+    anomaly = np.asarray(anomaly)
+    if anomaly.dtype == bool:
+        return anomaly, (np.asarray(labels) != ignore_index) | anomaly
+    unexpected = np.setdiff1d(np.unique(anomaly), [0, 1, 255])
+    if unexpected.size:
+        raise ValueError(
+            "`anomaly_sets` masks must be bool or hold 0 (inlier), 1 (anomaly) "
+            f"and 255 (void); found values {unexpected.tolist()[:5]}."
+        )
+    return anomaly == 1, anomaly != 255
 
 
 def format_table(results_by_model):

@@ -51,3 +51,30 @@ def test_unknown_score_name():
         assert "unknown baselines ['msp']" in str(error)
     else:
         raise AssertionError("no error")
+
+
+def test_reader_anomaly_masks_match_bool_masks(rng):
+    """Readers' 0 / 1 / 255 masks score exactly as the equivalent bool masks."""
+    images, labels, anomaly = colour_scenes(4, size=16, anomalies=True, seed=2)
+    logits = rng.normal(size=labels.shape + (3,)).astype("float32")
+    scores = rng.random(anomaly.shape).astype("float32")
+    model = FixedModel(logits, scores)
+    as_bool = keras_gss.evaluate(model, images, labels, anomaly_sets={"s": (images, labels, anomaly)},
+                                 verbose=0)
+    void = (labels == 255) & ~anomaly
+    mask = np.where(void, 255, anomaly.astype(np.int32))
+    no_labels = np.full_like(labels, 255)  # anomaly-only sets carry no class labels
+    as_int = keras_gss.evaluate(model, images, labels, anomaly_sets={"s": (images, no_labels, mask)},
+                                verbose=0)
+    assert void.any() and as_int["s"] == as_bool["s"]
+    expected = keras_gss.metrics.anomaly_metrics(scores[~void], anomaly[~void])
+    np.testing.assert_allclose(as_int["s"]["model"]["auroc"], expected["auroc"], atol=1e-12)
+    iou = as_int["closed_set"]["iou"]
+    assert len(iou) == 3 and np.isclose(np.nanmean(iou), as_int["closed_set"]["miou"])
+    try:
+        keras_gss.evaluate(model, images, labels,
+                           anomaly_sets={"s": (images, labels, mask * 2)}, verbose=0)
+    except ValueError as error:
+        assert "found values [2, 510]" in str(error)
+    else:
+        raise AssertionError("no error")
