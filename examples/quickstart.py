@@ -18,6 +18,7 @@ import time
 import keras
 import keras_hub
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 import keras_gss
@@ -63,6 +64,9 @@ def main():
                              "paper's posterior, which scored anomalies better here")
     parser.add_argument("--all-pixels", action="store_true",
                         help="write all labelled pixels to the memory, not only correct ones")
+    parser.add_argument("--starved-fallback", action="store_true",
+                        help="with the correct-only memory, write all pixels of a class that "
+                             "has no correct pixel in the step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -81,6 +85,13 @@ def main():
     epochs = max(1, round(args.steps * args.batch_size / args.train_scenes))
     steps_per_epoch = args.steps // epochs
 
+    def train_stream():
+        """Shuffled batches (keras-hub feeds arrays unshuffled); rebuilt per model, so both
+        models see the same stream."""
+        return (tf.data.Dataset.from_tensor_slices((train_images, train_labels))
+                .shuffle(len(train_images), seed=args.seed).repeat()
+                .batch(args.batch_size, drop_remainder=True).prefetch(2))
+
     results, timings = {}, {}
     for name in ("softmax", "gmmseg"):
         keras.utils.set_random_seed(args.seed)
@@ -96,15 +107,16 @@ def main():
             model = keras_gss.models.GMMSegImageSegmenter(
                 backbone(args.image_size), num_classes=scenes.num_classes,
                 num_components=3, embedding_dim=32, memory_size=2000,
-                class_norm=args.class_norm, correct_only=not args.all_pixels)
+                class_norm=args.class_norm, correct_only=not args.all_pixels,
+                starved_fallback=args.starved_fallback)
             model.compile(optimizer=keras.optimizers.AdamW(2e-3),
                           metrics=[keras_gss.metrics.MeanIoU(scenes.num_classes)])
             callbacks = [keras_gss.callbacks.SinkhornEM(
                 update_interval=args.update_interval, mean_momentum=args.mean_momentum)]
         print(f"training {name}: {epochs} epochs × {steps_per_epoch} steps")
         tic = time.time()
-        model.fit(train_images, train_labels, batch_size=args.batch_size, epochs=epochs,
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+        model.fit(train_stream(), epochs=epochs, steps_per_epoch=steps_per_epoch,
+                  callbacks=callbacks, verbose=2)
         timings[name] = time.time() - tic
         extra = (mahalanobis_maps(model, train_images[:200], train_labels[:200],
                                   anomaly_sets, args.image_size)

@@ -130,8 +130,12 @@ class SinkhornEM(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         _, memory = self._parts()
+        memory.resync()  # exact moments for a fresh, loaded or resumed memory
         step = int(ops.convert_to_numpy(memory.step.value))
         self._updates_done = step // self.update_interval
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._parts()[1].resync()  # clears float32 drift of the running sums
 
     def on_train_batch_end(self, batch, logs=None):
         head, memory = self._parts()

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_gss.utils.checks import check_choice
 from keras_gss.utils.checks import check_finite
 from keras_gss.utils.checks import check_labels
 from keras_gss.utils.checks import check_positive
@@ -41,7 +42,15 @@ class FeatureMemory(keras.layers.Layer):
             step (at most `capacity`). Defaults to `20` (the authors' code).
         correct_only: bool. Write only pixels whose prediction equals the
             label, as the authors' code does. Defaults to `True`.
+        starved_fallback: bool. With `correct_only`, a class none of whose
+            pixels in the step is classified correctly writes its labelled
+            pixels instead, so no class is locked out of the memory (and
+            its mixture never fitted). Defaults to `False` (the authors' code).
         ignore_index: int. Label of void pixels. Defaults to `255`.
+        storage_dtype: `"float32"`, `"float16"` or `"bfloat16"`. Dtype of
+            the stored embeddings; the M-step moments are always computed in
+            float32. Unit-norm embeddings lose little in float16, which
+            halves the memory. Defaults to `"float32"`.
 
     Example:
 
@@ -64,7 +73,9 @@ class FeatureMemory(keras.layers.Layer):
         capacity=32000,
         samples_per_component=20,
         correct_only=True,
+        starved_fallback=False,
         ignore_index=255,
+        storage_dtype="float32",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,7 +92,10 @@ class FeatureMemory(keras.layers.Layer):
         self.capacity = capacity
         self.samples_per_component = samples_per_component
         self.correct_only = correct_only
+        self.starved_fallback = starved_fallback
         self.ignore_index = ignore_index
+        check_choice("storage_dtype", storage_dtype, ("float32", "float16", "bfloat16"))
+        self.storage_dtype = storage_dtype
         self.build()
 
     def build(self, input_shape=None):
@@ -91,8 +105,18 @@ class FeatureMemory(keras.layers.Layer):
             initializer="zeros",
             trainable=False,
             autocast=False,
-            dtype="float32",
+            dtype=self.storage_dtype,
             name="queue",
+        )
+        # Running sums of the filled entries and their squares: the M-step
+        # reads these (C, M, D) moments instead of the whole queue.
+        self.total = self.add_weight(
+            shape=pairs + (self.embedding_dim,), initializer="zeros",
+            trainable=False, autocast=False, dtype="float32", name="total",
+        )
+        self.total_square = self.add_weight(
+            shape=pairs + (self.embedding_dim,), initializer="zeros",
+            trainable=False, autocast=False, dtype="float32", name="total_square",
         )
         self.pointer = self.add_weight(
             shape=pairs, initializer="zeros", trainable=False,
@@ -164,7 +188,17 @@ class FeatureMemory(keras.layers.Layer):
         )
         if self.correct_only:
             predictions = ops.reshape(ops.cast(predictions, "int32"), (-1,))
-            keep = ops.logical_and(keep, ops.equal(predictions, labels))
+            correct = ops.equal(predictions, labels)
+            if self.starved_fallback:
+                # Unfitted classes are outscored everywhere, so they would never become correct.
+                hits = ops.segment_sum(
+                    ops.cast(ops.logical_and(keep, correct), "int32"),
+                    ops.where(keep, labels, self.num_classes),
+                    num_segments=self.num_classes + 1,
+                )
+                starved = ops.take(hits, ops.where(keep, labels, self.num_classes)) == 0
+                correct = ops.logical_or(correct, starved)
+            keep = ops.logical_and(keep, correct)
         features = ops.where(finite[:, None], features, 0.0)
 
         # Group = class * M + component; rejected pixels go to a spare group.
@@ -183,7 +217,7 @@ class FeatureMemory(keras.layers.Layer):
         filled = slot[None, :] < taken[:, None]
         position = ops.clip(starts[:, None] + rank, 0, ops.shape(group)[0] - 1)
         source = ops.take(order, ops.reshape(position, (-1,)))
-        rows = ops.take(features, source, axis=0)
+        rows = ops.cast(ops.take(features, source, axis=0), self.storage_dtype)
 
         pointer = ops.reshape(self.pointer.value, (-1,))
         destination = (pointer[:, None] + slot[None, :]) % self.capacity
@@ -192,13 +226,30 @@ class FeatureMemory(keras.layers.Layer):
             + destination,
             (-1,),
         )
-        queue = ops.reshape(self.queue.value, (-1, dim))
+        pair = flat_index // self.capacity
+        slots = ops.stack([pair // self.num_components, pair % self.num_components,
+                           flat_index % self.capacity], axis=-1)
+        tensorflow = keras.backend.backend() == "tensorflow"
+        if tensorflow:  # a gather from the variable, not a read of all of it
+            old = self.queue.value.gather_nd(slots)
+        else:
+            old = ops.take(ops.reshape(self.queue.value, (-1, dim)), flat_index, axis=0)
         # Unused slots write back what they hold; S <= capacity keeps them apart.
-        rows = ops.where(
-            ops.reshape(filled, (-1, 1)), rows, ops.take(queue, flat_index, axis=0)
-        )
-        queue = ops.scatter_update(queue, flat_index[:, None], rows)
-        self.queue.assign(ops.reshape(queue, self.queue.shape))
+        rows = ops.where(ops.reshape(filled, (-1, 1)), rows, old)
+        # Empty slots hold zeros, so new minus overwritten keeps the sums exact.
+        new_f32, old_f32 = ops.cast(rows, "float32"), ops.cast(old, "float32")
+        per_pair = (self.num_classes, self.num_components, samples, dim)
+        self.total.assign(self.total.value + ops.sum(
+            ops.reshape(new_f32 - old_f32, per_pair), axis=2))
+        self.total_square.assign(self.total_square.value + ops.sum(
+            ops.reshape(ops.square(new_f32) - ops.square(old_f32), per_pair), axis=2))
+        if tensorflow:
+            # In place: a functional update would copy the whole queue every step.
+            self.queue.value.scatter_nd_update(slots, rows)
+        else:  # JAX donates the training state, so XLA updates it in place
+            queue = ops.reshape(self.queue.value, (-1, dim))
+            queue = ops.scatter_update(queue, flat_index[:, None], rows)
+            self.queue.assign(ops.reshape(queue, self.queue.shape))
         shape = (self.num_classes, self.num_components)
         self.pointer.assign(
             ops.reshape((pointer + taken) % self.capacity, shape)
@@ -259,23 +310,30 @@ class FeatureMemory(keras.layers.Layer):
     def component_moments(self):
         """Count, mean and mean square of the filled entries of every queue.
 
+        Read from the running sums, so the cost does not grow with the
+        capacity.
+
         Returns:
             `(count (C, M), mean (C, M, D), mean_square (C, M, D))`, float32;
             mean and mean square are zero where a queue is empty.
         """
-        count = ops.cast(self.count.value, "float32")
+        total = ops.maximum(ops.cast(self.count.value, "float32"), 1.0)[..., None]
+        return (ops.cast(self.count.value, "float32"), self.total.value / total,
+                self.total_square.value / total)
+
+    def resync(self):
+        """Recompute the running sums exactly from the queue.
+
+        Float32 sums drift by rounding over very many writes; `SinkhornEM`
+        calls this at the start of training and at each epoch end.
+        """
         filled = ops.cast(
-            ops.arange(self.capacity)[None, None, :]
-            < self.count.value[:, :, None],
+            ops.arange(self.capacity)[None, None, :] < self.count.value[:, :, None],
             "float32",
         )
-        queue = self.queue.value
-        total = ops.maximum(count, 1.0)[..., None]
-        mean = ops.einsum("cmq,cmqd->cmd", filled, queue) / total
-        mean_square = (
-            ops.einsum("cmq,cmqd->cmd", filled, ops.square(queue)) / total
-        )
-        return count, mean, mean_square
+        queue = ops.cast(self.queue.value, "float32")
+        self.total.assign(ops.einsum("cmq,cmqd->cmd", filled, queue))
+        self.total_square.assign(ops.einsum("cmq,cmqd->cmd", filled, ops.square(queue)))
 
     def get_config(self):
         config = super().get_config()
@@ -287,7 +345,9 @@ class FeatureMemory(keras.layers.Layer):
                 "capacity": self.capacity,
                 "samples_per_component": self.samples_per_component,
                 "correct_only": self.correct_only,
+                "starved_fallback": self.starved_fallback,
                 "ignore_index": self.ignore_index,
+                "storage_dtype": self.storage_dtype,
             }
         )
         return config

@@ -73,6 +73,21 @@ def test_correct_only_writes_correct_pixels():
         memory.write(features, labels, np.zeros(4, int))
 
 
+def test_starved_fallback_writes_classes_with_no_correct_pixel():
+    memory = FeatureMemory(3, 1, 1, capacity=8, samples_per_component=8,
+                           starved_fallback=True)
+    features = np.arange(7, dtype="float32")[:, None]
+    labels = np.array([0, 0, 1, 1, 2, 255, 1])
+    predictions = np.array([0, 1, 0, 2, 0, 0, 0])
+    memory.write(features, labels, np.zeros(7, int), predictions=predictions)
+    queue, _, count = _memory_state(memory)
+    # Class 0 has a correct pixel: only it. Classes 1 and 2 have none: all their pixels.
+    np.testing.assert_array_equal(count[:, 0], [1, 3, 1])
+    np.testing.assert_array_equal(queue[0, 0, :1, 0], [0])
+    np.testing.assert_array_equal(queue[1, 0, :3, 0], [2, 3, 6])
+    np.testing.assert_array_equal(queue[2, 0, :1, 0], [4])
+
+
 def test_eager_bad_inputs_raise():
     memory = FeatureMemory(2, 1, 2, capacity=8, correct_only=False)
     features = np.ones((3, 2), "float32")
@@ -105,6 +120,23 @@ def test_component_moments_use_filled_entries_only(rng):
     np.testing.assert_allclose(mean_square[0, 1], (features[3:] ** 2).mean(0), atol=1e-6)
 
 
+def test_running_moments_equal_exact_moments_through_wraparound(rng):
+    """The running sums match a recomputation over the ring after it wraps many times."""
+    memory = FeatureMemory(2, 2, 4, capacity=7, samples_per_component=3, correct_only=False)
+    for _ in range(40):
+        features = rng.normal(size=(30, 4)).astype("float32")
+        memory.write(features, rng.integers(0, 2, 30), rng.integers(0, 2, 30))
+    running = [ops.convert_to_numpy(t) for t in memory.component_moments()]
+    queue, _, count = _memory_state(memory)
+    assert np.all(count == 7)
+    np.testing.assert_allclose(running[1], queue.mean(2), atol=1e-5)
+    np.testing.assert_allclose(running[2], (queue ** 2).mean(2), atol=1e-5)
+    memory.total.assign(np.zeros((2, 2, 4), "float32"))  # as if drifted
+    memory.resync()
+    np.testing.assert_allclose(ops.convert_to_numpy(memory.component_moments()[1]),
+                               queue.mean(2), atol=1e-6)
+
+
 def test_record_invalid_labels_counts_then_raises():
     memory = FeatureMemory(3, 1, 2, capacity=8)
     memory.record_invalid_labels(np.array([[0, 2, 255], [4, -1, 1]]))
@@ -113,3 +145,23 @@ def test_record_invalid_labels_counts_then_raises():
         memory.raise_for_errors()
     memory.record_invalid_labels(np.array([0, 1, 2, 255]))
     memory.raise_for_errors()  # nothing counted, nothing raised
+
+
+@pytest.mark.parametrize("storage_dtype", ["float16", "bfloat16"])
+def test_low_precision_storage_keeps_moments_close(rng, storage_dtype):
+    kwargs = dict(capacity=64, samples_per_component=16, correct_only=False)
+    full = FeatureMemory(2, 2, 8, **kwargs)
+    half = FeatureMemory(2, 2, 8, storage_dtype=storage_dtype, **kwargs)
+    for _ in range(5):
+        features = rng.normal(size=(50, 8)).astype("float32")
+        features /= np.linalg.norm(features, axis=-1, keepdims=True)
+        labels, components = rng.integers(0, 2, 50), rng.integers(0, 2, 50)
+        full.write(features, labels, components)
+        half.write(features, labels, components)
+    assert half.queue.dtype == storage_dtype
+    tolerance = 2e-3 if storage_dtype == "float16" else 1e-2  # 11 vs 8 mantissa bits
+    for a, b in zip(full.component_moments(), half.component_moments()):
+        assert b.dtype == "float32"
+        np.testing.assert_allclose(ops.convert_to_numpy(b), ops.convert_to_numpy(a), atol=tolerance)
+    with pytest.raises(ValueError, match="`storage_dtype` must be one of"):
+        FeatureMemory(2, 2, 8, storage_dtype="int8")

@@ -62,6 +62,11 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             step. Defaults to `20`.
         correct_only: bool. Write only correctly classified pixels.
             Defaults to `True`.
+        starved_fallback: bool. With `correct_only`, a class with no
+            correctly classified pixel in the step writes its labelled
+            pixels instead. Defaults to `False`.
+        memory_dtype: storage dtype of the feature memory (`"float32"`,
+            `"float16"`, `"bfloat16"`). Defaults to `"float32"`.
         sinkhorn_epsilon: float. Entropic weight of the E-step. Defaults to
             `0.05`.
         sinkhorn_iterations: int. Sinkhorn iterations. Defaults to `3`.
@@ -106,6 +111,8 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
         memory_size=32000,
         samples_per_component=20,
         correct_only=True,
+        starved_fallback=False,
+        memory_dtype="float32",
         sinkhorn_epsilon=0.05,
         sinkhorn_iterations=3,
         contrast_loss_weight=0.01,
@@ -148,7 +155,9 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             capacity=memory_size,
             samples_per_component=samples_per_component,
             correct_only=correct_only,
+            starved_fallback=starved_fallback,
             ignore_index=ignore_index,
+            storage_dtype=memory_dtype,
             name="feature_memory",
         )
         self.upsample = keras.layers.Resizing(
@@ -188,6 +197,8 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
         self.memory_size = memory_size
         self.samples_per_component = samples_per_component
         self.correct_only = correct_only
+        self.starved_fallback = starved_fallback
+        self.memory_dtype = memory_dtype
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
         self.contrast_loss_weight = contrast_loss_weight
@@ -360,6 +371,8 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
                 "memory_size": self.memory_size,
                 "samples_per_component": self.samples_per_component,
                 "correct_only": self.correct_only,
+                "starved_fallback": self.starved_fallback,
+                "memory_dtype": self.memory_dtype,
                 "sinkhorn_epsilon": self.sinkhorn_epsilon,
                 "sinkhorn_iterations": self.sinkhorn_iterations,
                 "contrast_loss_weight": self.contrast_loss_weight,
