@@ -11,6 +11,9 @@ from keras_gss import metrics
 from keras_gss import models
 from keras_gss.evaluation import evaluate
 from keras_gss.evaluation import format_table
+from keras_gss.hub import download_preset
+from keras_gss.hub import publish_preset
+from keras_gss.hub import verify_preset
 from keras_gss.presets import from_preset
 from keras_gss.presets import list_presets
 from keras_gss.version import __version__

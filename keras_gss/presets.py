@@ -40,7 +40,8 @@ def list_presets(family=None):
     )
 
 
-def from_preset(preset, load_weights=True, num_classes=None, **kwargs):
+def from_preset(preset, load_weights=True, num_classes=None, revision=None,
+                cache_dir=None, local_files_only=False, **kwargs):
     """Build a model from a zoo name, a `hf://org/repo[@rev]` handle or a dir.
 
     Zoo architectures ship with the package, so
@@ -55,6 +56,11 @@ def from_preset(preset, load_weights=True, num_classes=None, **kwargs):
         load_weights: bool. Load trained weights. Defaults to `True`.
         num_classes: int. Replace the number of classes (a new, untrained
             head; backbone weights still load). Defaults to the preset's.
+        revision: str. Branch, tag or commit of an `hf://` handle; overrides
+            `@revision`.
+        cache_dir: str. Hub cache folder. Defaults to huggingface_hub's.
+        local_files_only: bool. Load from the Hub cache only, never the
+            network (as `HF_HUB_OFFLINE=1`).
         **kwargs: other constructor arguments of the task (for zoo names,
             also `image_shape`).
 
@@ -73,9 +79,11 @@ def from_preset(preset, load_weights=True, num_classes=None, **kwargs):
     if preset in PRESETS:
         return _from_record(preset, load_weights, num_classes, kwargs)
     if preset.startswith("hf://"):
-        return _from_directory(
-            _download(preset), load_weights, num_classes, kwargs
-        )
+        from keras_gss.hub import download_preset
+
+        folder = download_preset(preset, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=local_files_only)
+        return _from_directory(folder, load_weights, num_classes, kwargs)
     if os.path.isdir(preset):
         return _from_directory(preset, load_weights, num_classes, kwargs)
     matches = close_matches(preset, PRESETS)
@@ -99,22 +107,6 @@ def _from_record(name, load_weights, num_classes, kwargs):
     if num_classes is not None:
         config["num_classes"] = num_classes
     return TASKS[record["task"]](backbone=backbone, **config)
-
-
-def _download(handle):
-    import huggingface_hub
-
-    repo, _, revision = handle[len("hf://"):].partition("@")
-    try:
-        return huggingface_hub.snapshot_download(
-            repo_id=repo, revision=revision or None
-        )
-    except Exception as error:
-        raise OSError(
-            f"Could not fetch preset {handle!r} from the Hugging Face Hub "
-            f"({type(error).__name__}: {error}). On a machine without "
-            "network, download it elsewhere and pass the directory."
-        ) from error
 
 
 def _from_directory(directory, load_weights, num_classes, kwargs):
