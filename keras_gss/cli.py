@@ -1,6 +1,8 @@
-"""`keras-gss` command line: list presets, evaluate a saved model."""
+"""`keras-gss` command line: list, evaluate, predict, publish."""
 
 import argparse
+import glob
+import os
 import sys
 
 
@@ -9,7 +11,7 @@ def _list(args):
 
     for name in sorted(PRESETS):
         record = PRESETS[name]
-        status = "weights" if record.get("weights") else "architecture only"
+        status = "weights" if record["weights"].get("revision") else "architecture only"
         print(f"{name:34s} {status:18s} {record['description']}")
     return 0
 
@@ -35,6 +37,68 @@ def _evaluate(args):
     return 0
 
 
+def _image_paths(items):
+    paths = []
+    for item in items:
+        if os.path.isdir(item):
+            paths += sorted(p for p in glob.glob(os.path.join(item, "*"))
+                            if p.lower().endswith((".png", ".jpg", ".jpeg")))
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise SystemExit(f"error: image {item!r} does not exist.")
+    if not paths:
+        raise SystemExit("error: no PNG or JPEG images found in IMAGES.")
+    return paths
+
+
+def _predict(args):
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
+    import keras_gss
+    from keras_gss.baselines import max_softmax_score
+    from keras_gss.data import normalize_images
+
+    model = keras_gss.from_preset(args.preset)
+    height, width = model.input.shape[1:3]
+    os.makedirs(args.out, exist_ok=True)
+    palette = (np.asarray(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
+    for path in _image_paths(args.images):
+        image = np.asarray(Image.open(path).convert("RGB").resize((width, height),
+                                                                  Image.BILINEAR))
+        batch = normalize_images(image[None])
+        logits = np.asarray(model.predict(batch, verbose=0))[0]
+        classes = logits.argmax(-1)
+        if hasattr(model, "predict_anomaly"):
+            score = np.asarray(model.predict_anomaly(batch, verbose=0))[0]
+        else:
+            score = np.asarray(max_softmax_score(logits[None]))[0]
+        # Without a calibrated threshold, flag each image's top 5% for viewing.
+        threshold = args.threshold if args.threshold is not None else np.quantile(score, 0.95)
+        spread = np.ptp(score) or 1.0
+        heat = matplotlib.colormaps["magma"]((score - score.min()) / spread)[..., :3]
+        overlay = (0.5 * image + 0.5 * palette[classes % len(palette)]).astype(np.uint8)
+        overlay[score > threshold] = (255, 0, 0)
+        stem = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0])
+        Image.fromarray(classes.astype(np.uint8)).save(f"{stem}_class_ids.png")
+        Image.fromarray((heat * 255).astype(np.uint8)).save(f"{stem}_anomaly.png")
+        Image.fromarray(overlay).save(f"{stem}_open_set.png")
+        print(f"{path}: wrote {stem}_class_ids.png, _anomaly.png, _open_set.png "
+              f"(anomaly threshold {threshold:.4g})")
+    return 0
+
+
+def _publish(args):
+    import keras_gss
+
+    handle = keras_gss.publish_preset(args.preset, args.handle, commit_message=args.message,
+                                      private=args.private)
+    print(handle)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="keras-gss",
@@ -56,6 +120,22 @@ def main(argv=None):
     evaluation.add_argument("--batch-size", type=int, default=16)
     evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluation.set_defaults(run=_evaluate)
+    prediction = commands.add_parser(
+        "predict", help="class map, anomaly heatmap and open-set overlay PNGs for images")
+    prediction.add_argument("preset", help="preset directory, zoo name or hf:// handle")
+    prediction.add_argument("images", nargs="+", help="image files or folders of PNG/JPEG")
+    prediction.add_argument("--out", required=True, help="folder for the PNGs")
+    prediction.add_argument("--threshold", type=float, default=None,
+                            help="anomaly threshold (default: each image's 95th percentile)")
+    prediction.set_defaults(run=_predict)
+    publishing = commands.add_parser(
+        "publish", help="upload a preset directory to the Hugging Face Hub; prints the "
+                        "handle pinned to the new commit")
+    publishing.add_argument("preset", help="preset directory")
+    publishing.add_argument("handle", help="hf://org/repo")
+    publishing.add_argument("--message", default=None, help="commit message")
+    publishing.add_argument("--private", action="store_true", help="create the repo private")
+    publishing.set_defaults(run=_publish)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -8,12 +8,48 @@ import keras
 from keras_gss.models import gmmseg
 from keras_gss.models.backbones import build_backbone
 from keras_gss.utils.checks import close_matches
+from keras_gss.version import __version__
 
 PRESETS = {}
 TASKS = {"GMMSegImageSegmenter": gmmseg.GMMSegImageSegmenter}
 TASK_CONFIG_FILE = "task.json"
 TASK_WEIGHTS_FILE = "task.weights.h5"
 BACKBONE_WEIGHTS_FILE = "model.weights.h5"
+VERSION_FILE = "keras_gss.json"
+
+
+def _version_tuple(version):
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def write_version(directory):
+    """Record the keras_gss version that wrote a preset directory."""
+    with open(os.path.join(directory, VERSION_FILE), "w") as file:
+        json.dump({"keras_gss_version": __version__}, file)
+
+
+def _check_version(directory):
+    path = os.path.join(directory, VERSION_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path) as file:
+        saved = json.load(file).get("keras_gss_version", "0")
+    if _version_tuple(saved) > _version_tuple(__version__):
+        raise OSError(
+            f"Preset {directory!r} was saved by keras_gss {saved}, newer than the "
+            f"installed {__version__}; upgrade with `pip install -U keras_gss`."
+        )
+
+
+def _load_weights(load, directory, name):
+    try:
+        load(os.path.join(directory, name))
+    except Exception as error:  # h5py raises OSError, KeyError or ValueError
+        raise OSError(
+            f"Preset {directory!r}: {name} is corrupted or truncated "
+            f"({type(error).__name__}: {error}). Delete the directory (for a Hub "
+            "preset, its snapshot in the Hub cache) and download it again."
+        ) from error
 
 
 def register_presets(records):
@@ -96,11 +132,15 @@ def from_preset(preset, load_weights=True, num_classes=None, revision=None,
 
 def _from_record(name, load_weights, num_classes, kwargs):
     record = PRESETS[name]
-    if load_weights and not record.get("weights"):
+    weights = record["weights"]
+    if load_weights and not weights.get("revision"):
         raise ValueError(
             f"No trained weights are published for preset {name!r} yet; "
             "build its architecture with load_weights=False."
         )
+    if load_weights:  # the published preset holds the architecture too
+        return from_preset(f"{weights['handle']}@{weights['revision']}",
+                           num_classes=num_classes, **kwargs)
     image_shape = kwargs.pop("image_shape", record["data"]["image_shape"])
     backbone = build_backbone(image_shape=image_shape, **record["backbone"])
     config = {**record["config"], **kwargs}
@@ -116,6 +156,7 @@ def _from_directory(directory, load_weights, num_classes, kwargs):
             f"Preset directory {directory!r} has no {TASK_CONFIG_FILE}; "
             "write one with model.save_to_preset(directory)."
         )
+    _check_version(directory)
     with open(path) as file:
         config = json.load(file)
     replace_head = (
@@ -136,12 +177,12 @@ def _from_directory(directory, load_weights, num_classes, kwargs):
                 f"Preset directory {directory!r} has no {name}; pass "
                 "load_weights=False to build the architecture only."
             )
-    model.backbone.load_weights(os.path.join(directory, BACKBONE_WEIGHTS_FILE))
+    _load_weights(model.backbone.load_weights, directory, BACKBONE_WEIGHTS_FILE)
     if replace_head:
         print(
             f"keras_gss: new head with num_classes={num_classes}; only the "
             "backbone weights were loaded."
         )
     else:
-        model.load_task_weights(os.path.join(directory, TASK_WEIGHTS_FILE))
+        _load_weights(model.load_task_weights, directory, TASK_WEIGHTS_FILE)
     return model

@@ -44,3 +44,30 @@ def test_quickstart_smoke_then_cli_evaluate(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "| gmm | model |" in evaluated.stdout
     assert os.path.getsize(tmp_path / "eval" / "gmm_test_near_roc_pr.png") > 0
+    # keras-gss predict on the same preset and written images.
+    from PIL import Image
+    import numpy as np
+    from keras_gss.data import normalize_images
+
+    image_dir = tmp_path / "data" / "test" / "images"
+    assert cli.main(["predict", str(out / "gmmseg_preset"), str(image_dir),
+                     "--out", str(tmp_path / "pred")]) == 0
+    names = sorted(os.listdir(image_dir))
+    model = keras_gss.from_preset(str(out / "gmmseg_preset"))
+    for name in names:
+        stem = tmp_path / "pred" / os.path.splitext(name)[0]
+        ids = np.asarray(Image.open(f"{stem}_class_ids.png"))
+        image = np.asarray(Image.open(image_dir / name).convert("RGB"))
+        expected = model.predict(normalize_images(image[None]), verbose=0)[0].argmax(-1)
+        assert (ids == expected).mean() > 0.999  # same input size, so no resampling
+        for suffix in ("anomaly", "open_set"):
+            assert np.asarray(Image.open(f"{stem}_{suffix}.png")).shape == (32, 32, 3)
+
+
+def test_every_command_has_help(capsys):
+    for command in ("list", "evaluate", "predict", "publish"):
+        try:
+            cli.main([command, "--help"])
+        except SystemExit as done:
+            assert done.code == 0
+        assert "usage: keras-gss " + command in capsys.readouterr().out

@@ -64,6 +64,14 @@ ROUND_TRIP = textwrap.dedent("""
     except OSError as error:
         print("MISSING_REVISION", error)
     print("FIRST", first)
+    from keras_gss.presets import PRESETS, register_presets
+    record = dict(PRESETS["gmmseg_segformer_b0"],
+                  weights={"handle": "hf://tester/tiny-gmmseg", "revision": first.split("@")[1]})
+    register_presets({"tiny_published": record})
+    same(pinned, keras_gss.from_preset("tiny_published"), images)
+    import keras_gss.cli
+    model.save_to_preset("cli_preset")
+    keras_gss.cli.main(["publish", "cli_preset", "hf://tester/cli-demo", "--message", "from cli"])
 """)
 
 OFFLINE = textwrap.dedent("""
@@ -76,9 +84,9 @@ OFFLINE = textwrap.dedent("""
 """)
 
 
-def _run(code, env, *args):
+def _run(code, env, *args, cwd=None):
     result = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=600, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -94,7 +102,7 @@ def test_publish_load_pin_verify_offline(hub, tmp_path):
     env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"), HF_TOKEN="test",
                HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
                TF_CPP_MIN_LOG_LEVEL="3")
-    out = _run(ROUND_TRIP, env)
+    out = _run(ROUND_TRIP, env, cwd=tmp_path)
     assert "VERIFY {'logits': 0.0, 'anomaly_score': 0.0}" in out
     assert "REQUESTS_ON_SECOND_LOAD 0" in out  # a cached pinned commit needs no request
     assert "MISSING_REVISION" in out and "does not exist on the Hub" in out
@@ -102,6 +110,10 @@ def test_publish_load_pin_verify_offline(hub, tmp_path):
     assert hub.repos["tester/tiny-gmmseg"]["log"][1] == first.split("@")[1]
     card = hub.repos["tester/tiny-gmmseg"]["commits"][first.split("@")[1]]["README.md"].decode()
     assert "pipeline_tag: image-segmentation" in card
+
+    cli_handle = out.strip().splitlines()[-1]
+    assert cli_handle.startswith("hf://tester/cli-demo@")
+    assert "task.json" in hub.repos["tester/cli-demo"]["commits"][cli_handle.split("@")[1]]
 
     offline = dict(env, HF_HUB_OFFLINE="1")
     assert "LOADED 3" in _run(OFFLINE, offline, first)

@@ -358,6 +358,13 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             images, batch_size=batch_size, verbose=verbose
         )
 
+    def save_to_preset(self, preset_dir, **kwargs):
+        """keras-hub's preset files plus the keras_gss version that wrote them."""
+        from keras_gss.presets import write_version
+
+        super().save_to_preset(preset_dir, **kwargs)
+        write_version(preset_dir)
+
     def get_config(self):
         config = super().get_config()
         config.update(

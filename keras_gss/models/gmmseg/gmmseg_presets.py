@@ -32,7 +32,7 @@ _PAPER = (
 )
 
 
-def _record(architecture, variant, description):
+def _record(name, architecture, variant, description):
     return {
         "family": "gmmseg",
         "task": "GMMSegImageSegmenter",
@@ -41,14 +41,15 @@ def _record(architecture, variant, description):
         "config": dict(_GMM_CONFIG),
         "data": dict(_CITYSCAPES_DATA),
         "open_set": dict(_OPEN_SET),
-        "weights": None,  # architecture only until trained weights are published
+        # Where the weights will be published; no revision until they are.
+        "weights": {"handle": f"hf://keras-gss/{name}", "revision": None},
         "provenance": {"paper": _PAPER, "license": "Apache-2.0"},
     }
 
 
 presets = {
     f"gmmseg_segformer_{v}": _record(
-        "segformer", v,
+        f"gmmseg_segformer_{v}", "segformer", v,
         f"GMMSeg head (C=19, M=5, D=64) on SegFormer MiT-{v.upper()}, "
         "Cityscapes setting.",
     )
@@ -57,7 +58,7 @@ presets = {
 presets.update(
     {
         f"gmmseg_deeplabv3plus_{v}": _record(
-            "deeplabv3plus", v,
+            f"gmmseg_deeplabv3plus_{v}", "deeplabv3plus", v,
             f"GMMSeg head (C=19, M=5, D=64) on DeepLabV3+ {v} "
             "(keras-hub, output stride 32), Cityscapes setting.",
         )

@@ -263,3 +263,32 @@ def test_every_zoo_preset_builds_offline(name):
     assert name.endswith(record["backbone"]["variant"])
     assert record["family"] == "gmmseg" and model.num_components == 5
     assert len(keras_gss.list_presets()) == 8
+    # Each record's Hub handle names the record itself (no preset points at another's weights).
+    repo, revision = keras_gss.hub.parse_handle(record["weights"]["handle"])
+    assert repo.split("/")[1] == name and revision is None
+    assert record["weights"]["revision"] is None  # architecture only, so far
+
+
+def test_preset_failures_are_clear(trained, tmp_path):
+    import json
+    import shutil
+
+    model = trained[0]
+    good = tmp_path / "good"
+    model.save_to_preset(str(good))
+    with open(good / "keras_gss.json") as file:
+        assert json.load(file) == {"keras_gss_version": keras_gss.__version__}
+    truncated = tmp_path / "truncated"
+    shutil.copytree(good, truncated)
+    weights = truncated / "task.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises(OSError, match="task.weights.h5 is corrupted or truncated"):
+        keras_gss.from_preset(str(truncated))
+    newer = tmp_path / "newer"
+    shutil.copytree(good, newer)
+    (newer / "keras_gss.json").write_text(json.dumps({"keras_gss_version": "99.0.0"}))
+    with pytest.raises(OSError, match="saved by keras_gss 99.0.0, newer than the installed"):
+        keras_gss.from_preset(str(newer))
+    (newer / "task.json").unlink()
+    with pytest.raises(OSError, match="has no task.json"):
+        keras_gss.from_preset(str(newer))
