@@ -24,6 +24,8 @@ probability 0.5, photometric distortion.
 ((6, 6, 3), (6, 6), 'uint8')
 """
 
+import abc
+
 import tensorflow as tf
 
 from keras_gss.utils.checks import check_positive
@@ -55,7 +57,7 @@ def _resize_mask(mask, size):
     return resized[..., 0]
 
 
-class JointTransform:
+class JointTransform(abc.ABC):
     """Base class: `transform(image, label, *masks)` -> same structure."""
 
     def __init__(self, seed=None):
@@ -71,8 +73,9 @@ class JointTransform:
         image, masks = self.transform(image, masks)
         return (image, *masks)
 
+    @abc.abstractmethod
     def transform(self, image, masks):
-        raise NotImplementedError
+        """`(image, [masks])` tensors -> transformed `(image, [masks])`."""
 
     def _uniform(self, low, high, shape=()):
         return tf.random.uniform(shape, low, high, seed=self.seed)

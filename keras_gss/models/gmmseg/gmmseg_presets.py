@@ -2,12 +2,7 @@
 
 from keras_gss.data.normalization import IMAGENET_MEAN
 from keras_gss.data.normalization import IMAGENET_STD
-
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-    "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
-    "truck", "bus", "train", "motorcycle", "bicycle",
-)
+from keras_gss.data.readers import CITYSCAPES_CLASSES
 
 # Cityscapes setting of the paper (§4.1): 768 crops, sliding-window test.
 _CITYSCAPES_DATA = {
