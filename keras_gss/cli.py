@@ -6,9 +6,28 @@ import os
 import sys
 
 
+def zoo_table():
+    """The zoo as a markdown table (also `zoo/README.md`'s table)."""
+    from keras_gss.presets import PRESETS
+
+    rows = ["| preset | backbone | dataset setting | weights | status |", "|---|---|---|---|---|"]
+    for name in sorted(PRESETS):
+        record = PRESETS[name]
+        weights = record["weights"]
+        status = ("trained, " + weights["revision"][:12] if weights.get("revision")
+                  else "architecture only")
+        backbone = record["backbone"]
+        rows.append(f"| `{name}` | {backbone['architecture']} {backbone['variant']} | "
+                    f"{record['data']['dataset']} | `{weights['handle']}` | {status} |")
+    return "\n".join(rows)
+
+
 def _list(args):
     from keras_gss.presets import PRESETS
 
+    if args.markdown:
+        print(zoo_table())
+        return 0
     for name in sorted(PRESETS):
         record = PRESETS[name]
         status = "weights" if record["weights"].get("revision") else "architecture only"
@@ -105,6 +124,8 @@ def main(argv=None):
         description="Generative and open-set semantic segmentation for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="list the zoo presets and their status")
+    listing.add_argument("--markdown", action="store_true",
+                         help="print the zoo table in markdown (as in zoo/README.md)")
     listing.set_defaults(run=_list)
     evaluation = commands.add_parser(
         "evaluate", help="closed- and open-set evaluation of a saved model on a "

@@ -71,3 +71,12 @@ def test_every_command_has_help(capsys):
         except SystemExit as done:
             assert done.code == 0
         assert "usage: keras-gss " + command in capsys.readouterr().out
+
+
+def test_zoo_readme_lists_every_preset(capsys):
+    assert cli.main(["list", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    with open(os.path.join(ROOT, "zoo", "README.md")) as file:
+        assert table in file.read()  # regenerate with `keras-gss list --markdown`
+    for name in keras_gss.list_presets():
+        assert f"| `{name}` |" in table
