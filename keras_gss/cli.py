@@ -1,24 +1,44 @@
-"""`keras-gss` command line: list, evaluate, predict, publish."""
+"""`keras-gss` command line: list, train, evaluate, predict, publish."""
 
 import argparse
 import glob
 import os
+import shlex
 import sys
+
+
+def preset_status(record):
+    """"trained, <revision>", "trained here (<metrics>), not published" or
+    "architecture only"."""
+    if record["weights"].get("revision"):
+        return "trained, " + record["weights"]["revision"][:12]
+    measured = record["provenance"].get("metrics")
+    if measured:
+        sets = [k for k, v in measured.items() if isinstance(v, dict)]
+        auroc = "/".join(str(measured[s]["auroc"]) for s in sets)
+        return (f"trained here (mIoU {measured['miou']}, {'/'.join(sets)} AUROC {auroc}), "
+                "not published")
+    return "architecture only"
+
+
+def _backbone_name(backbone):
+    if backbone.get("variant"):
+        return f"{backbone['architecture']} {backbone['variant']}"
+    widths = "/".join(str(w) for w in backbone.get("hidden_dims", []))
+    return f"{backbone['architecture']} custom ({widths})"
 
 
 def zoo_table():
     """The zoo as a markdown table (also `zoo/README.md`'s table)."""
     from keras_gss.presets import PRESETS
 
-    rows = ["| preset | backbone | dataset setting | weights | status |", "|---|---|---|---|---|"]
+    rows = ["| preset | backbone | dataset setting | recipe | weights | status |",
+            "|---|---|---|---|---|---|"]
     for name in sorted(PRESETS):
         record = PRESETS[name]
-        weights = record["weights"]
-        status = ("trained, " + weights["revision"][:12] if weights.get("revision")
-                  else "architecture only")
-        backbone = record["backbone"]
-        rows.append(f"| `{name}` | {backbone['architecture']} {backbone['variant']} | "
-                    f"{record['data']['dataset']} | `{weights['handle']}` | {status} |")
+        rows.append(f"| `{name}` | {_backbone_name(record['backbone'])} | "
+                    f"{record['data']['dataset']} | `{record['provenance']['recipe']}` | "
+                    f"`{record['weights']['handle']}` | {preset_status(record)} |")
     return "\n".join(rows)
 
 
@@ -30,8 +50,24 @@ def _list(args):
         return 0
     for name in sorted(PRESETS):
         record = PRESETS[name]
-        status = "weights" if record["weights"].get("revision") else "architecture only"
-        print(f"{name:34s} {status:18s} {record['description']}")
+        print(f"{name:34s} {preset_status(record):28s} {record['description']}")
+    return 0
+
+
+def _train(args):
+    from keras_gss.training import train_recipe
+
+    recipe = None
+    if args.encoder_weights is not None:
+        from keras_gss.training import load_recipe
+
+        recipe = load_recipe(args.recipe)
+        recipe["encoder_weights"] = None if args.encoder_weights == "none" \
+            else args.encoder_weights
+    command = "keras-gss " + shlex.join(args.argv)
+    train_recipe(recipe or args.recipe, args.out, data_root=args.data, steps=args.steps,
+                 batch_size=args.batch_size, evaluate=not args.no_eval,
+                 verbose=args.verbose, command=command)
     return 0
 
 
@@ -71,6 +107,26 @@ def _image_paths(items):
     return paths
 
 
+def _calibrated_threshold(preset):
+    """The threshold recorded at training time, if the preset has one."""
+    import json
+
+    from keras_gss.presets import PRESETS
+    from keras_gss.training import TRAINING_FILE
+
+    if preset in PRESETS:
+        return PRESETS[preset]["open_set"]["threshold"]
+    if preset.startswith("hf://"):
+        from keras_gss.hub import download_preset
+
+        preset = download_preset(preset)
+    path = os.path.join(preset, TRAINING_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        return json.load(file).get("open_set", {}).get("threshold")
+
+
 def _predict(args):
     import matplotlib
     import numpy as np
@@ -81,6 +137,8 @@ def _predict(args):
     from keras_gss.data import normalize_images
 
     model = keras_gss.from_preset(args.preset)
+    calibrated = args.threshold if args.threshold is not None \
+        else _calibrated_threshold(args.preset)
     height, width = model.input.shape[1:3]
     os.makedirs(args.out, exist_ok=True)
     palette = (np.asarray(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
@@ -95,7 +153,7 @@ def _predict(args):
         else:
             score = np.asarray(max_softmax_score(logits[None]))[0]
         # Without a calibrated threshold, flag each image's top 5% for viewing.
-        threshold = args.threshold if args.threshold is not None else np.quantile(score, 0.95)
+        threshold = calibrated if calibrated is not None else np.quantile(score, 0.95)
         spread = np.ptp(score) or 1.0
         heat = matplotlib.colormaps["magma"]((score - score.min()) / spread)[..., :3]
         overlay = (0.5 * image + 0.5 * palette[classes % len(palette)]).astype(np.uint8)
@@ -127,6 +185,24 @@ def main(argv=None):
     listing.add_argument("--markdown", action="store_true",
                          help="print the zoo table in markdown (as in zoo/README.md)")
     listing.set_defaults(run=_list)
+    training = commands.add_parser(
+        "train", help="train a zoo preset from a recipe (zoo/recipes/*.json), evaluate it and "
+                      "save it as a preset with its training record; rerun to resume")
+    training.add_argument("recipe", help="recipe JSON file")
+    training.add_argument("--out", required=True, help="output folder (preset, results, figures)")
+    training.add_argument("--data", default=None,
+                          help="dataset root (default: the recipe's; DigitScenes: generated)")
+    training.add_argument("--steps", type=int, default=None,
+                          help="training steps (default: the recipe's iterations)")
+    training.add_argument("--batch-size", type=int, default=None,
+                          help="global batch size (default: the recipe's)")
+    training.add_argument("--encoder-weights", default=None,
+                          help="pretrained encoder: a .weights.h5 file, a keras-hub preset, "
+                               "or 'none' (default: the recipe's)")
+    training.add_argument("--no-eval", action="store_true", help="skip evaluation")
+    training.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
+                          help="0 silent, 1 progress bars, 2 one line per epoch (default)")
+    training.set_defaults(run=_train)
     evaluation = commands.add_parser(
         "evaluate", help="closed- and open-set evaluation of a saved model on a "
                          "dataset in the images/ + labels/ (+ anomaly/) PNG layout")
@@ -147,7 +223,8 @@ def main(argv=None):
     prediction.add_argument("images", nargs="+", help="image files or folders of PNG/JPEG")
     prediction.add_argument("--out", required=True, help="folder for the PNGs")
     prediction.add_argument("--threshold", type=float, default=None,
-                            help="anomaly threshold (default: each image's 95th percentile)")
+                            help="anomaly threshold (default: the preset's calibrated one, else "
+                                 "each image's 95th percentile)")
     prediction.set_defaults(run=_predict)
     publishing = commands.add_parser(
         "publish", help="upload a preset directory to the Hugging Face Hub; prints the "
@@ -158,6 +235,7 @@ def main(argv=None):
     publishing.add_argument("--private", action="store_true", help="create the repo private")
     publishing.set_defaults(run=_publish)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args.run(args)
 
 

@@ -8,13 +8,15 @@ from keras import ops
 
 from keras_gss import baselines
 from keras_gss import metrics
+from keras_gss.inference import predict_sliding_window
 
 DEFAULT_SCORES = ("max_softmax", "entropy", "max_logit", "energy")
 
 
 def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
              scores=DEFAULT_SCORES, extra_scores=None, batch_size=16,
-             ignore_index=255, out_dir=None, name="model", verbose=1):
+             ignore_index=255, out_dir=None, name="model", verbose=1,
+             sliding_window=None):
     """Closed-set mIoU / ECE and, per anomaly set, AUROC / AP / FPR95 per score.
 
     The scores are the softmax baselines named in `scores`, computed from
@@ -39,6 +41,9 @@ def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
             figures (overlays, reliability diagram, ROC/PR curves).
         name: str. Row label and file prefix. Defaults to `"model"`.
         verbose: int. Keras progress bars and printed paths. Defaults to `1`.
+        sliding_window: dict `{"crop", "stride"}` to predict images larger
+            than the model's input with `predict_sliding_window` (the zoo
+            records' `data["sliding_window"]`), or `None`.
 
     Returns:
         dict: `{"closed_set": {"miou", "iou" (per class), "ece"}, <set>: {<score>: {"auroc",
@@ -51,7 +56,18 @@ def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
             f"{sorted(baselines.SCORES)}."
         )
     progress = "auto" if verbose else 0
-    logits = model.predict(images, batch_size=batch_size, verbose=progress)
+
+    def predict(set_images, with_score):
+        if sliding_window:
+            out = predict_sliding_window(model, set_images, batch_size=batch_size,
+                                         verbose=progress, **sliding_window)
+            return out["logits"], out.get("anomaly_score") if with_score else None
+        set_logits = model.predict(set_images, batch_size=batch_size, verbose=progress)
+        score = (model.predict_anomaly(set_images, batch_size=batch_size, verbose=progress)
+                 if with_score and hasattr(model, "predict_anomaly") else None)
+        return set_logits, score
+
+    logits, _ = predict(images, False)
     num_classes = num_classes or logits.shape[-1]
     probabilities = ops.convert_to_numpy(ops.softmax(logits, axis=-1))
     predictions = logits.argmax(-1)
@@ -74,11 +90,10 @@ def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
             metrics.reliability(probabilities, labels, ignore_index=ignore_index),
             title=f"{name}: reliability (ECE {results['closed_set']['ece']:.3f})"))
     for set_name, (set_images, set_labels, anomaly) in (anomaly_sets or {}).items():
-        set_logits = model.predict(set_images, batch_size=batch_size, verbose=progress)
+        set_logits, own_score = predict(set_images, True)
         maps = {s: ops.convert_to_numpy(baselines.SCORES[s](set_logits)) for s in scores}
-        if hasattr(model, "predict_anomaly"):
-            maps["model"] = model.predict_anomaly(set_images, batch_size=batch_size,
-                                                  verbose=progress)
+        if own_score is not None:
+            maps["model"] = own_score
         maps.update((extra_scores or {}).get(set_name, {}))
         anomaly, valid = _anomaly_targets(set_labels, anomaly, ignore_index)
         results[set_name] = {

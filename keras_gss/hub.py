@@ -14,6 +14,31 @@ import numpy as np
 GOLDEN_INPUT = os.path.join("test", "input.npz")
 GOLDEN_EXPECTED = os.path.join("test", "expected.npz")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# What a loadable preset holds; a cached snapshot missing one was cut short.
+PRESET_FILES = ("task.json", "config.json", "model.weights.h5", "task.weights.h5")
+
+
+def _complete(folder):
+    return all(os.path.isfile(os.path.join(folder, name)) for name in PRESET_FILES)
+
+
+def _interrupted(handle, folder):
+    return OSError(
+        f"Preset {handle!r} is only partly in the local Hub cache ({folder} lacks some of "
+        f"{list(PRESET_FILES)}): an earlier download was interrupted. Load it once with "
+        "network access, or run keras_gss.download_preset on a connected machine."
+    )
+
+
+def _cached_snapshot(repo, revision, cache_dir):
+    """The cache folder of a commit's snapshot, whole or not, if there is one."""
+    from huggingface_hub import constants
+
+    if not (revision and _COMMIT.match(revision)):
+        return None
+    folder = os.path.join(cache_dir or constants.HF_HUB_CACHE,
+                          "models--" + repo.replace("/", "--"), "snapshots", revision)
+    return folder if os.path.isdir(folder) else None
 
 
 def parse_handle(handle):
@@ -48,12 +73,15 @@ def download_preset(handle, revision=None, cache_dir=None, local_files_only=Fals
     revision = revision or pinned
     options = dict(repo_id=repo, revision=revision, cache_dir=cache_dir)
     if revision and _COMMIT.match(revision) and not local_files_only:
-        try:  # a commit never changes, so a cached copy needs no request
-            return huggingface_hub.snapshot_download(local_files_only=True, **options)
+        try:  # a commit never changes, so a complete cached copy needs no request
+            folder = huggingface_hub.snapshot_download(local_files_only=True, **options)
+            if _complete(folder):
+                return folder
         except errors.LocalEntryNotFoundError:
             pass
     try:
-        return huggingface_hub.snapshot_download(local_files_only=local_files_only, **options)
+        folder = huggingface_hub.snapshot_download(local_files_only=local_files_only,
+                                                   **options)
     except errors.RevisionNotFoundError as error:
         raise OSError(
             f"Preset {handle!r}: revision {revision!r} does not exist on the Hub. "
@@ -65,12 +93,23 @@ def download_preset(handle, revision=None, cache_dir=None, local_files_only=Fals
             "(or is private: log in with `huggingface-cli login`)."
         ) from error
     except errors.LocalEntryNotFoundError as error:
+        partial = _cached_snapshot(repo, revision, cache_dir)
+        if partial:
+            raise _interrupted(handle, partial) from error
         raise OSError(
             f"Preset {handle!r} is not in the local Hub cache and the Hub cannot be "
             "reached (offline, or HF_HUB_OFFLINE=1). On a connected machine run "
             f"keras_gss.download_preset({handle!r}, cache_dir=...) and copy that "
             "cache here, or pass the preset's local directory."
         ) from error
+    except Exception as error:  # transport errors (dropped connection, timeout) vary by client
+        raise OSError(
+            f"Downloading preset {handle!r} failed ({type(error).__name__}: {error}). The "
+            "Hub cache shows only whole files; run the same call again to resume."
+        ) from error
+    if not _complete(folder):  # only an offline load can meet an interrupted download
+        raise _interrupted(handle, folder)
+    return folder
 
 
 def _golden(model, images):
@@ -80,65 +119,170 @@ def _golden(model, images):
     return expected
 
 
-def _model_card(model, repo):
-    config = model.get_config()
-    classes = config.get("num_classes")
-    return (
-        "---\n"
-        "library_name: keras_gss\n"
-        "pipeline_tag: image-segmentation\n"
-        "tags:\n- keras\n- keras-hub\n- open-set-segmentation\n"
-        "---\n\n"
-        f"# {repo}\n\n"
-        f"`{type(model).__name__}` with {classes} classes, saved by keras_gss. It gives class "
-        "logits `(B, H, W, C)` and, for open-set models, a per-pixel anomaly score "
-        "(higher = more anomalous).\n\n"
-        "```python\nimport keras_gss\n"
-        f"model = keras_gss.from_preset(\"hf://{repo}@<commit>\")  # pin the commit you tested\n"
-        "```\n\n"
-        f"`{GOLDEN_INPUT}` and `{GOLDEN_EXPECTED}` hold a fixed input and the outputs it gave "
-        "when published; `keras_gss.verify_preset(handle)` checks a download against them.\n"
-    )
+def _metrics_table(results):
+    from keras_gss.evaluation import format_table
+
+    return format_table({"this model": results})
+
+
+def model_card(repo, description, training=None, revision=None, record=None):
+    """The model card (README.md) of a preset: what it is, how to load it,
+    what it measured, how it was trained.
+
+    Args:
+        repo: `"org/repo"`.
+        description: one paragraph on the model.
+        training: the preset's `training.json` (from `keras-gss train`), or None.
+        revision: the commit holding the weights, or None.
+        record: the zoo record, for presets not yet published.
+    """
+    datasets = (training or {}).get("datasets") or (
+        [record["data"]["dataset"]] if record else [])
+    front = ["---", "library_name: keras_gss", "pipeline_tag: image-segmentation",
+             "license: apache-2.0"]
+    if datasets:
+        front += ["datasets:"] + [f"- {d}" for d in datasets]
+    front += ["tags:", "- keras", "- keras-hub", "- open-set-segmentation", "---", ""]
+    handle = f"hf://{repo}@{revision}" if revision else f"hf://{repo}@<commit>"
+    lines = front + [f"# {repo}", "", description, "",
+                     "```python", "import keras_gss",
+                     f'model = keras_gss.from_preset("{handle}")',
+                     "logits = model.predict(images)            # (B, H, W, C)",
+                     "score = model.predict_anomaly(images)     # (B, H, W), higher = anomalous",
+                     "```", ""]
+    lines += ["## Weights revision", "",
+              (f"`{revision}`: pin it as above; the weights at this commit never change."
+               if revision else "Not published yet: no weights on the Hub."), ""]
+    lines += ["## Metrics", ""]
+    results = (training or {}).get("results")
+    if results:
+        lines += ["Measured by keras_gss right after training (mIoU on the evaluation split; "
+                  "AUROC / AP / FPR95 in %, anomalies positive, void excluded):", "",
+                  _metrics_table(results), ""]
+    elif (record or {}).get("provenance", {}).get("metrics"):
+        measured = record["provenance"]["metrics"]
+        sets = [k for k, v in measured.items() if isinstance(v, dict)]
+        lines += [f"Measured by keras_gss {measured['keras_gss_version']} on {measured['date']} "
+                  f"with `{measured['command']}` (mIoU on the evaluation split; the model's "
+                  "own anomaly score, AUROC / AP / FPR95 in %):", "",
+                  "| mIoU | " + " | ".join(f"{s} AUROC | {s} AP | {s} FPR95" for s in sets)
+                  + " |", "|---|" + "---|---|---|" * len(sets),
+                  f"| {measured['miou']} | " + " | ".join(
+                      f"{measured[s]['auroc']} | {measured[s]['ap']} | {measured[s]['fpr95']}"
+                      for s in sets) + " |", ""]
+    else:
+        lines += ["None measured by keras_gss yet.", ""]
+    reported = (record or {}).get("provenance", {}).get("paper_reported")
+    if reported:
+        lines += [f"Reported by the paper ({reported['source']}), not measured here: "
+                  f"mIoU {reported['miou']}"
+                  + "".join(f"; {k} AUROC {v['auroc']} / AP {v['ap']} / FPR95 {v['fpr95']}"
+                            for k, v in reported.items() if isinstance(v, dict)) + ".", ""]
+    open_set = (training or {}).get("open_set") or (record or {}).get("open_set")
+    if open_set:
+        threshold = open_set.get("threshold")
+        lines += ["## Open-set use", "",
+                  f"Score `{open_set.get('definition', open_set['score'])}`, higher is more "
+                  "anomalous. Recommended threshold: "
+                  + (f"{threshold:.6g} ({open_set['calibration']})." if threshold is not None
+                     else f"none yet ({open_set['calibration']})."), ""]
+    lines += ["## Training", ""]
+    if training:
+        recipe = training["recipe"]
+        lines += [f"Recipe `{recipe['name']}` ({recipe.get('source', 'no source given')}), "
+                  f"{training['steps']} steps of batch {training['batch_size']}, "
+                  f"keras_gss {training['keras_gss_version']}. The exact command:", "",
+                  "```bash", training["command"], "```", ""]
+    elif record:
+        name = record["provenance"]["recipe"]
+        lines += [f"Recipe `{name}` on {record['provenance']['training_dataset']}:", "",
+                  "```bash", f"keras-gss train {name} --out runs/"
+                  f"{os.path.splitext(os.path.basename(name))[0]}", "```", ""]
+    else:
+        lines += ["Not recorded: published from a model object, not a `keras-gss train` "
+                  "output.", ""]
+    if record:
+        lines += ["## Provenance", "", f"Paper: {record['provenance']['paper']}. "
+                  f"License: {record['provenance']['license']}.", ""]
+    lines += ["## Golden tensors", "",
+              f"`{GOLDEN_INPUT}` and `{GOLDEN_EXPECTED}` hold a fixed input and the outputs it "
+              "gave when published; `keras_gss.verify_preset(handle)` checks a download "
+              "against them.", ""]
+    return "\n".join(lines)
+
+
+def preset_card(name):
+    """The model card of a zoo preset, from its record (`zoo/cards/<name>.md`)."""
+    from keras_gss.presets import PRESETS
+
+    record = PRESETS[name]
+    repo, _ = parse_handle(record["weights"]["handle"])
+    return model_card(repo, record["description"], revision=record["weights"]["revision"],
+                      record=record)
+
+
+def _description(model):
+    classes = model.get_config().get("num_classes")
+    return (f"`{type(model).__name__}` with {classes} classes, saved by keras_gss. It gives "
+            "class logits `(B, H, W, C)` and, for open-set models, a per-pixel anomaly score "
+            "(higher = more anomalous).")
 
 
 def publish_preset(model, handle, commit_message=None, token=None, private=False):
     """Upload a model as a preset, with golden tensors and a model card.
 
+    Two commits: the preset and golden tensors, then the model card naming
+    that first commit as the weights revision.
+
     Args:
-        model: a keras_gss task model, or a preset directory.
+        model: a keras_gss task model, or a preset directory (a
+            `keras-gss train` output keeps its `training.json`, from which
+            the card's metrics and training command are written).
         handle: `"hf://org/repo"`; the repo is created if needed.
         commit_message: str. Defaults to "Upload keras_gss preset".
         token: Hub token. Defaults to the logged-in one.
         private: bool. Create the repo private.
 
     Returns:
-        The handle pinned to the new commit, `"hf://org/repo@<commit>"`.
+        The handle pinned to the weights commit, `"hf://org/repo@<commit>"`.
     """
+    import json
+    import shutil
+
     import huggingface_hub
 
     from keras_gss.presets import from_preset
+    from keras_gss.training import TRAINING_FILE
 
     repo, revision = parse_handle(handle)
     if revision:
         raise ValueError(
             f"`handle` must not pin a revision when publishing; received {handle!r}."
         )
-    if isinstance(model, str):
-        model = from_preset(model)
     with tempfile.TemporaryDirectory() as folder:
-        model.save_to_preset(folder)
+        folder = os.path.join(folder, "preset")
+        if isinstance(model, str):
+            shutil.copytree(model, folder)
+            model = from_preset(folder)
+        else:
+            model.save_to_preset(folder)
         shape = (1,) + tuple(model.input.shape[1:])
         images = np.random.default_rng(0).normal(size=shape).astype("float32")
-        os.makedirs(os.path.join(folder, "test"))
+        os.makedirs(os.path.join(folder, "test"), exist_ok=True)
         np.savez(os.path.join(folder, GOLDEN_INPUT), images=images)
         np.savez(os.path.join(folder, GOLDEN_EXPECTED), **_golden(model, images))
-        with open(os.path.join(folder, "README.md"), "w") as file:
-            file.write(_model_card(model, repo))
+        training = None
+        if os.path.isfile(os.path.join(folder, TRAINING_FILE)):
+            with open(os.path.join(folder, TRAINING_FILE)) as file:
+                training = json.load(file)
         api = huggingface_hub.HfApi(token=token)
         api.create_repo(repo, exist_ok=True, private=private)
-        info = api.upload_folder(folder_path=folder, repo_id=repo,
-                                 commit_message=commit_message or "Upload keras_gss preset")
-    return f"hf://{repo}@{info.oid}"
+        message = commit_message or "Upload keras_gss preset"
+        weights = api.upload_folder(folder_path=folder, repo_id=repo, commit_message=message)
+        card = model_card(repo, _description(model), training=training, revision=weights.oid)
+        api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo,
+                        commit_message=f"Model card for {weights.oid[:12]}")
+    return f"hf://{repo}@{weights.oid}"
 
 
 def verify_preset(preset, atol=1e-5, **download_options):

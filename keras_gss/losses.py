@@ -4,7 +4,7 @@ from keras import ops
 
 
 def sparse_categorical_crossentropy(
-    labels, logits, ignore_index=255, sample_weight=None
+    labels, logits, ignore_index=255, sample_weight=None, reduce_sum=None
 ):
     """Mean cross-entropy over the labelled pixels of sparse label maps.
 
@@ -17,6 +17,9 @@ def sparse_categorical_crossentropy(
         logits: float tensor `(..., C)`. Computed in float32.
         ignore_index: int. Label of void pixels. Defaults to `255`.
         sample_weight: optional float tensor broadcastable to `labels`.
+        reduce_sum: optional function summing a scalar over replicas. With
+            it the local sum is divided by the global weight, so replicas'
+            losses add up to the global mean (data-parallel training).
 
     Returns:
         Scalar float32: the weighted mean over valid pixels (0 if none).
@@ -42,4 +45,7 @@ def sparse_categorical_crossentropy(
     weight = ops.cast(valid, "float32")
     if sample_weight is not None:
         weight = weight * ops.cast(sample_weight, "float32")
-    return -ops.sum(picked * weight) / ops.maximum(ops.sum(weight), 1.0)
+    total = ops.sum(weight)
+    if reduce_sum is not None:
+        total = reduce_sum(total)
+    return -ops.sum(picked * weight) / ops.maximum(total, 1.0)

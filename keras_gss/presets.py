@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import keras
 
@@ -43,7 +44,9 @@ def _check_version(directory):
 
 def _load_weights(load, directory, name):
     try:
-        load(os.path.join(directory, name))
+        with warnings.catch_warnings():  # presets carry training state; a new model has none
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            load(os.path.join(directory, name))
     except Exception as error:  # h5py raises OSError, KeyError or ValueError
         raise OSError(
             f"Preset {directory!r}: {name} is corrupted or truncated "

@@ -3,6 +3,7 @@
 It implements the endpoints `huggingface_hub` uses to create model repos,
 upload files in commits (inline "regular" uploads), list revisions and
 files, and resolve files by branch or commit; every request is counted.
+Paths in `server.truncate` are served cut off halfway, as a dropped connection.
 Point `HF_ENDPOINT` at `server.url` (in a fresh process, since
 `huggingface_hub` reads it at import).
 
@@ -25,6 +26,7 @@ class HubServer:
     def __init__(self):
         self.repos = {}  # repo_id -> {"commits": {sha: {path: bytes}}, "refs": {name: sha}, "log": [sha]}
         self.requests = []
+        self.truncate = set()  # file paths whose downloads break off halfway (fault injection)
         self.lock = threading.Lock()
         self._httpd = None
 
@@ -210,6 +212,16 @@ class HubServer:
             return self._error(handler, 404, "EntryNotFound", f"{path} not found", method)
         content = files[path]
         etag = hashlib.sha1(content).hexdigest()
+        if path in self.truncate and method == "GET":  # promise it all, send half, hang up
+            handler.send_response(200)
+            for key, value in {"X-Repo-Commit": sha, "ETag": f'"{etag}"',
+                               "Content-Length": str(len(content))}.items():
+                handler.send_header(key, value)
+            handler.end_headers()
+            handler.wfile.write(content[:len(content) // 2])
+            handler.wfile.flush()
+            handler.close_connection = True
+            return None
         return self._reply(handler, 200, content, {
             "X-Repo-Commit": sha, "ETag": f'"{etag}"', "Content-Type": "application/octet-stream",
         }, method)

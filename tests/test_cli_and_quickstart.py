@@ -13,8 +13,10 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 def test_cli_list(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert out.count("architecture only") == len(keras_gss.list_presets())
+    assert out.count("architecture only") == len(keras_gss.list_presets()) - 1
     assert "gmmseg_segformer_b5" in out
+    assert ("trained here (mIoU 30.0, near-OOD/far-OOD AUROC 77.4/83.1), not published"
+            in out)
 
 
 def test_quickstart_smoke_then_cli_evaluate(tmp_path):
@@ -65,7 +67,7 @@ def test_quickstart_smoke_then_cli_evaluate(tmp_path):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("list", "evaluate", "predict", "publish"):
+    for command in ("list", "train", "evaluate", "predict", "publish"):
         try:
             cli.main([command, "--help"])
         except SystemExit as done:
@@ -80,3 +82,16 @@ def test_zoo_readme_lists_every_preset(capsys):
         assert table in file.read()  # regenerate with `keras-gss list --markdown`
     for name in keras_gss.list_presets():
         assert f"| `{name}` |" in table
+
+
+def test_zoo_cards_match_the_records():
+    from keras_gss.hub import preset_card
+
+    cards = sorted(os.listdir(os.path.join(ROOT, "zoo", "cards")))
+    assert cards == sorted(f"{name}.md" for name in keras_gss.list_presets())
+    for name in keras_gss.list_presets():
+        with open(os.path.join(ROOT, "zoo", "cards", f"{name}.md")) as file:
+            assert file.read() == preset_card(name), f"regenerate zoo/cards/{name}.md"
+    digits = preset_card("gmmseg_segformer_digitscenes")
+    assert "| 30.0 | 77.4 | 11.5 | 57.1 | 83.1 | 22.3 | 58.7 |" in digits
+    assert "Reported by the paper (GMMSeg Table 1" in preset_card("gmmseg_segformer_b5")

@@ -107,9 +107,11 @@ def test_publish_load_pin_verify_offline(hub, tmp_path):
     assert "REQUESTS_ON_SECOND_LOAD 0" in out  # a cached pinned commit needs no request
     assert "MISSING_REVISION" in out and "does not exist on the Hub" in out
     first = next(line.split()[1] for line in out.splitlines() if line.startswith("FIRST"))
-    assert hub.repos["tester/tiny-gmmseg"]["log"][1] == first.split("@")[1]
-    card = hub.repos["tester/tiny-gmmseg"]["commits"][first.split("@")[1]]["README.md"].decode()
-    assert "pipeline_tag: image-segmentation" in card
+    log = hub.repos["tester/tiny-gmmseg"]["log"]
+    assert log[1] == first.split("@")[1]  # the weights commit, then the card naming it
+    card = hub.repos["tester/tiny-gmmseg"]["commits"][log[2]]["README.md"].decode()
+    assert "pipeline_tag: image-segmentation" in card and first.split("@")[1] in card
+    assert "Not recorded: published from a model object" in card
 
     cli_handle = out.strip().splitlines()[-1]
     assert cli_handle.startswith("hf://tester/cli-demo@")
@@ -130,3 +132,80 @@ def test_bad_handles_name_the_argument():
             keras_gss.hub.parse_handle(handle)
     with pytest.raises(ValueError, match="must not pin a revision"):
         keras_gss.publish_preset(None, "hf://tester/x@main")
+
+
+TINY_RECIPE = {
+    "name": "tiny_digitscenes", "preset": "gmmseg_segformer_digitscenes",
+    "data": {"name": "digitscenes", "image_size": 32, "train_scenes": 16, "test_scenes": 4},
+    "crop": 32, "augmentation": None, "batch_size": 4, "iterations": 2,
+    "model": {"memory_size": 64}, "optimizer": {"name": "adamw", "learning_rate": 2e-3},
+    "em": {"update_interval": 1, "mean_momentum": 0.9},
+}
+LOAD = textwrap.dedent("""
+    import sys, numpy as np, keras_gss
+    try:
+        model = keras_gss.from_preset(sys.argv[1])
+        images = np.load(sys.argv[2])["images"]
+        print("LOADED", float(np.abs(model.predict(images, verbose=0)).sum()))
+    except OSError as error:
+        print("ERROR", error)
+""")
+
+
+def test_trained_preset_card_and_interrupted_download(hub, tmp_path):
+    """keras-gss train -> publish: the card carries datasets, metrics, revision and command; a
+    download cut off halfway leaves nothing half-written, and the next load completes it."""
+    import json
+
+    from huggingface_hub import scan_cache_dir
+
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"), HF_TOKEN="test",
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_RECIPE))
+    cli = "import sys, keras_gss.cli; sys.exit(keras_gss.cli.main(sys.argv[1:]))"
+    _run(cli, env, "train", "tiny.json", "--out", "run", "--verbose", "0", cwd=tmp_path)
+    handle = _run(cli, env, "publish", "run/preset", "hf://tester/trained",
+                  cwd=tmp_path).strip().splitlines()[-1]
+    sha = handle.split("@")[1]
+    repo = hub.repos["tester/trained"]
+    card = repo["commits"][repo["log"][-1]]["README.md"].decode()
+    training = json.loads((tmp_path / "run" / "preset" / "training.json").read_text())
+    assert "datasets:\n- digitscenes" in card and f"`{sha}`" in card
+    assert "keras-gss train tiny.json --out run --verbose 0" in card
+    miou = 100 * training["results"]["closed_set"]["miou"]
+    assert f"| this model | model | {miou:.1f} |" in card
+    assert f"{training['open_set']['threshold']:.6g}" in card
+
+    # The weights file breaks off halfway on every attempt: a clear error, nothing partial kept.
+    repo_files = repo["commits"][sha]
+    hub.truncate.add("task.weights.h5")
+    golden = str(tmp_path / "run" / "golden.npz")
+    import numpy as np
+
+    np.savez(golden, images=np.load(
+        __import__("io").BytesIO(repo_files["test/input.npz"]))["images"])
+    out = _run(LOAD, env, handle, golden)
+    assert out.startswith("ERROR") and "hf://tester/trained" in out, out
+    snapshot = tmp_path / "hf" / "hub" / "models--tester--trained" / "snapshots" / sha
+    present = [p for p in snapshot.rglob("*") if p.is_file()] if snapshot.is_dir() else []
+    assert not (snapshot / "task.weights.h5").exists()
+    for path in present:  # whatever is visible is whole
+        assert path.read_bytes() == repo_files[str(path.relative_to(snapshot))]
+    offline = _run(LOAD, dict(env, HF_HUB_OFFLINE="1"), handle, golden)
+    assert offline.startswith("ERROR") and "interrupted" in offline, (offline, present)
+
+    hub.truncate.clear()
+    out = _run(LOAD, env, handle, golden)
+    assert out.startswith("LOADED"), out
+    cache = scan_cache_dir(tmp_path / "hf" / "hub")
+    files = {f.file_name: f.size_on_disk for r in cache.repos for rev in r.revisions
+             if rev.commit_hash == sha for f in rev.files}
+    assert files["task.weights.h5"] == len(repo_files["task.weights.h5"])
+
+    # predict uses the calibrated threshold recorded at training time.
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "street.png")
+    out = _run(cli, env, "predict", handle, "street.png", "--out", "pred", cwd=tmp_path)
+    assert f"anomaly threshold {training['open_set']['threshold']:.4g}" in out

@@ -87,13 +87,24 @@ class JointTransform(abc.ABC):
 class RandomScale(JointTransform):
     """Resize by a ratio drawn uniformly from `scale_range`.
 
+    With `base_size=(long, short)` the ratio applies to the size that fits
+    the image, aspect kept, within `long × short` (mmseg's `img_scale` with
+    `ratio_range`, e.g. `(2048, 512)` for ADE20K); otherwise to its own size.
+
     Args:
         scale_range: `(low, high)` resize ratios. Defaults to `(0.5, 2.0)`.
+        base_size: `(long, short)` reference size, or `None`.
         seed: optional op seed.
     """
 
-    def __init__(self, scale_range=(0.5, 2.0), seed=None):
+    def __init__(self, scale_range=(0.5, 2.0), base_size=None, seed=None):
         super().__init__(seed)
+        if base_size is not None:
+            if len(base_size) != 2 or min(base_size) <= 0:
+                raise ValueError(f"`base_size` must be (long, short) in pixels; "
+                                 f"received {base_size}.")
+            base_size = (float(max(base_size)), float(min(base_size)))
+        self.base_size = base_size
         low, high = scale_range
         check_positive("scale_range[0]", low)
         if high < low:
@@ -107,11 +118,15 @@ class RandomScale(JointTransform):
         ratio = self._uniform(*self.scale_range) if self.scale_range[0] < self.scale_range[1] \
             else tf.constant(self.scale_range[0])
         hw = tf.cast(tf.shape(image)[-3:-1], tf.float32)
+        if self.base_size is not None:
+            long, short = self.base_size
+            ratio = ratio * tf.minimum(long / tf.reduce_max(hw), short / tf.reduce_min(hw))
         size = tf.maximum(tf.cast(tf.round(hw * ratio), tf.int32), 1)
         return _resize_image(image, size), [_resize_mask(m, size) for m in masks]
 
     def get_config(self):
-        return {**super().get_config(), "scale_range": self.scale_range}
+        return {**super().get_config(), "scale_range": self.scale_range,
+                "base_size": self.base_size}
 
 
 class RandomCrop(JointTransform):
@@ -254,7 +269,7 @@ class Compose(JointTransform):
 
 
 def training_augmentation(crop_size, scale_range=(0.5, 2.0), ignore_index=255,
-                          photometric=True, seed=None):
+                          photometric=True, base_size=None, seed=None):
     """The standard segmentation training pipeline, as one transform.
 
     Random resize by `scale_range`, random crop to `crop_size` (padding
@@ -263,9 +278,11 @@ def training_augmentation(crop_size, scale_range=(0.5, 2.0), ignore_index=255,
 
     Args:
         crop_size: int or `(height, width)`.
+        base_size: `(long, short)` reference size of the resize (see
+            `RandomScale`), or `None` for the image's own size.
     """
     height, width = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
-    transforms = [RandomScale(scale_range, seed),
+    transforms = [RandomScale(scale_range, base_size, seed),
                   RandomCrop(height, width, ignore_index, seed=seed),
                   RandomFlip(0.5, seed)]
     if photometric:

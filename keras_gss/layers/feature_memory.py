@@ -14,6 +14,13 @@ from keras_gss.utils.checks import raise_label_error
 _NO_LABEL = -(2**31)
 
 
+def _distributed():
+    """Whether a `tf.distribute` strategy other than the default is active."""
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
 @keras.saving.register_keras_serializable(package="keras_gss")
 class FeatureMemory(keras.layers.Layer):
     """One first-in-first-out queue of embeddings per class × component.
@@ -100,41 +107,28 @@ class FeatureMemory(keras.layers.Layer):
 
     def build(self, input_shape=None):
         pairs = (self.num_classes, self.num_components)
+        # Replicas write the same all-gathered batch, so the first one's write stands for all.
+        state = {"initializer": "zeros", "trainable": False,
+                 "aggregation": "only_first_replica"}
         self.queue = self.add_weight(
-            shape=pairs + (self.capacity, self.embedding_dim),
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-            dtype=self.storage_dtype,
-            name="queue",
+            shape=pairs + (self.capacity, self.embedding_dim), autocast=False,
+            dtype=self.storage_dtype, name="queue", **state,
         )
         # Running sums of the filled entries and their squares: the M-step
         # reads these (C, M, D) moments instead of the whole queue.
         self.total = self.add_weight(
-            shape=pairs + (self.embedding_dim,), initializer="zeros",
-            trainable=False, autocast=False, dtype="float32", name="total",
+            shape=pairs + (self.embedding_dim,), autocast=False, dtype="float32",
+            name="total", **state,
         )
         self.total_square = self.add_weight(
-            shape=pairs + (self.embedding_dim,), initializer="zeros",
-            trainable=False, autocast=False, dtype="float32", name="total_square",
+            shape=pairs + (self.embedding_dim,), autocast=False, dtype="float32",
+            name="total_square", **state,
         )
-        self.pointer = self.add_weight(
-            shape=pairs, initializer="zeros", trainable=False,
-            dtype="int32", name="pointer",
-        )
-        self.count = self.add_weight(
-            shape=pairs, initializer="zeros", trainable=False,
-            dtype="int32", name="count",
-        )
-        self.step = self.add_weight(
-            shape=(), initializer="zeros", trainable=False,
-            dtype="int32", name="step",
-        )
+        self.pointer = self.add_weight(shape=pairs, dtype="int32", name="pointer", **state)
+        self.count = self.add_weight(shape=pairs, dtype="int32", name="count", **state)
+        self.step = self.add_weight(shape=(), dtype="int32", name="step", **state)
         # [invalid labels, one invalid label value, non-finite embeddings].
-        self.errors = self.add_weight(
-            shape=(3,), initializer="zeros", trainable=False,
-            dtype="int32", name="errors",
-        )
+        self.errors = self.add_weight(shape=(3,), dtype="int32", name="errors", **state)
         self.built = True
 
     def write(self, features, labels, components, predictions=None):
@@ -229,7 +223,8 @@ class FeatureMemory(keras.layers.Layer):
         pair = flat_index // self.capacity
         slots = ops.stack([pair // self.num_components, pair % self.num_components,
                            flat_index % self.capacity], axis=-1)
-        tensorflow = keras.backend.backend() == "tensorflow"
+        # In place on one TensorFlow device; tf.distribute variables have no scatter_nd.
+        tensorflow = keras.backend.backend() == "tensorflow" and not _distributed()
         if tensorflow:  # a gather from the variable, not a read of all of it
             old = self.queue.value.gather_nd(slots)
         else:

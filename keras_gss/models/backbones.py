@@ -23,7 +23,7 @@ RESNET_DEPTHS = {"resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3]}
 
 def segformer_backbone(
     variant="b0", image_shape=(512, 512, 3), hidden_dims=None, depths=None,
-    projection_filters=None, num_heads=None,
+    projection_filters=None, num_heads=None, drop_path_rate=0.1,
 ):
     """A keras-hub SegFormer backbone on an MiT encoder.
 
@@ -34,6 +34,8 @@ def segformer_backbone(
             (tiny test configs use `hidden_dims=[4, 8]`).
         num_heads: attention heads per stage; each must divide its width.
             Defaults to MiT's `[1, 2, 5, 8]`.
+        drop_path_rate: stochastic depth of the last block. Defaults to
+            `0.1` (SegFormer).
     """
     spec = dict(MIT_VARIANTS[variant]) if variant else {}
     hidden_dims = hidden_dims or spec["hidden_dims"]
@@ -52,7 +54,7 @@ def segformer_backbone(
         num_layers=levels,
         layerwise_num_heads=num_heads,
         layerwise_sr_ratios=[8, 4, 2, 1][:levels],
-        max_drop_path_rate=0.1,
+        max_drop_path_rate=drop_path_rate,
         layerwise_patch_sizes=[7, 3, 3, 3][:levels],
         layerwise_strides=[4, 2, 2, 2][:levels],
         image_shape=tuple(image_shape),
@@ -94,8 +96,11 @@ def deeplabv3plus_backbone(
     )
 
 
-def build_backbone(architecture, variant, image_shape):
-    """Build a zoo backbone by name (`"segformer"` or `"deeplabv3plus"`)."""
+def build_backbone(architecture, variant, image_shape, **options):
+    """Build a zoo backbone by name (`"segformer"` or `"deeplabv3plus"`).
+
+    `options` go to the builder (e.g. `hidden_dims` for a custom MiT).
+    """
     builders = {
         "segformer": segformer_backbone,
         "deeplabv3plus": deeplabv3plus_backbone,
@@ -105,7 +110,7 @@ def build_backbone(architecture, variant, image_shape):
             f"Unknown backbone architecture {architecture!r}; expected one of "
             f"{sorted(builders)}."
         )
-    return builders[architecture](variant=variant, image_shape=image_shape)
+    return builders[architecture](variant=variant, image_shape=image_shape, **options)
 
 
 def dense_features(backbone):

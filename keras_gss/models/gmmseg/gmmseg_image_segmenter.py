@@ -15,6 +15,24 @@ from keras_gss.utils.checks import check_labels
 from keras_gss.utils.checks import check_rank
 
 
+def _replica_context():
+    """The `tf.distribute` replica context when training on several replicas."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def _multi_worker(strategy):
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 class _Graphs:
     """Holds auxiliary views of the task's graph out of Keras tracking.
 
@@ -185,6 +203,9 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
                 },
             ),
             anomaly=keras.Model(inputs, anomaly_score),
+            serving=keras.Model(
+                inputs, {"logits": logits, "anomaly_score": anomaly_score}
+            ),
         )
 
         # === Config ===
@@ -267,12 +288,46 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        if hasattr(x, "shape"):  # JAX traces `call` directly, past `__call__`'s check
+            self._check_images(x)
         if y is not None and not hasattr(y, "element_spec"):
             check_labels("y", y, self.num_classes, self.ignore_index)
         callbacks = list(callbacks or [])
         if not any(isinstance(c, SinkhornEM) for c in callbacks):
             callbacks.append(SinkhornEM())
+        strategy = getattr(self, "distribute_strategy", None)
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
+            # SyncBN, as the paper trains: batch statistics over the global batch.
+            for layer in self._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
         return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def train_step(self, *args, **kwargs):
+        logs = super().train_step(*args, **kwargs)
+        strategy = getattr(self, "_distribute_strategy", None)  # TensorFlow only
+        if strategy is not None and _multi_worker(strategy):
+            # Keras reduces logs over workers along axis 0, which scalars lack.
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds from a batch reduced over replicas, which multi-worker
+        # strategies cannot do eagerly; a local replica's batch builds the same.
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is None or strategy is None or not _multi_worker(strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        import tensorflow as tf
+
+        for _, _, batches in iterator:
+            batch = tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues) else v,
+                next(batches),
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=batch)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -280,20 +335,24 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
         labels = ops.cast(y, "int32")
         if len(labels.shape) == 4:
             labels = labels[..., 0]
+        replicas = _replica_context()
+        # Keras sums replicas' gradients: extra losses are split between them.
         extra = ops.sum(ops.stack(self.losses)) if self.losses else 0.0
+        if replicas is not None:
+            extra = extra / replicas.num_replicas_in_sync
+        reduce_sum = None if replicas is None else (
+            lambda value: replicas.all_reduce("sum", value))
         if not isinstance(y_pred, dict):
             return (
                 sparse_categorical_crossentropy(
-                    labels, y_pred, self.ignore_index, sample_weight
+                    labels, y_pred, self.ignore_index, sample_weight, reduce_sum
                 )
                 + extra
             )
         # Eq. 11b: cross-entropy through the GMM posterior, at label size.
         loss = sparse_categorical_crossentropy(
-            labels, y_pred["logits"], self.ignore_index, sample_weight
+            labels, y_pred["logits"], self.ignore_index, sample_weight, reduce_sum
         )
-        # Full resolution: the stride-4 labels the memory sees can miss small bad patches.
-        self.feature_memory.record_invalid_labels(labels)
 
         component_ll = y_pred["component_log_likelihood"]
         height, width = component_ll.shape[1], component_ll.shape[2]
@@ -308,14 +367,35 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
         known = ops.logical_and(coarse >= 0, coarse < self.num_classes)
         safe = ops.where(known, coarse, 0)
         own = ops.take_along_axis(component_ll, safe[:, None, None], axis=1)
+        predictions = ops.reshape(
+            ops.argmax(y_pred["dense_logits"], axis=-1), (-1,)
+        )
+        embeddings = ops.reshape(y_pred["embeddings"], (-1, self.embedding_dim))
+        own_ll, all_labels, all_coarse = own[:, 0, :], labels, coarse
+        if replicas is not None:
+            # Every replica sees the global batch, so E-step and memory agree everywhere.
+            def gather(value):
+                gathered = replicas.all_gather(ops.stop_gradient(value), axis=0)
+                return ops.reshape(gathered, (-1,) + tuple(value.shape[1:]))
+
+            own_ll, all_labels, all_coarse = gather(own_ll), gather(labels), gather(coarse)
+            embeddings, predictions = gather(embeddings), gather(predictions)
+        # Full resolution: the stride-4 labels the memory sees can miss small bad patches.
+        self.feature_memory.record_invalid_labels(all_labels)
+        all_known = ops.logical_and(all_coarse >= 0, all_coarse < self.num_classes)
         # Eq. 10: equipartitioned E-step within each class of the batch.
-        _, components = sinkhorn_knopp(
-            own[:, 0, :],
+        _, all_components = sinkhorn_knopp(
+            own_ll,
             epsilon=self.sinkhorn_epsilon,
             iterations=self.sinkhorn_iterations,
-            segment_ids=ops.where(known, coarse, -1),
+            segment_ids=ops.where(all_known, all_coarse, -1),
             num_segments=self.num_classes,
         )
+        components = all_components
+        if replicas is not None:  # this replica's rows of the global batch
+            local = ops.shape(coarse)[0]
+            start = replicas.replica_id_in_sync_group * local
+            components = ops.slice(all_components, [start], [local])
         if self.contrast_loss_weight:
             target = ops.where(known, safe * m + components, -1)
             loss = loss + self.contrast_loss_weight * (
@@ -323,16 +403,11 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
                     target,
                     ops.reshape(component_ll, (-1, self.num_classes * m)),
                     ignore_index=-1,
+                    reduce_sum=reduce_sum,
                 )
             )
-        predictions = ops.reshape(
-            ops.argmax(y_pred["dense_logits"], axis=-1), (-1,)
-        )
         self.feature_memory.write(
-            ops.reshape(y_pred["embeddings"], (-1, self.embedding_dim)),
-            coarse,
-            components,
-            predictions=predictions,
+            embeddings, all_coarse, all_components, predictions=predictions
         )
         return loss + extra
 
@@ -357,6 +432,37 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
         return self._graphs.anomaly.predict(
             images, batch_size=batch_size, verbose=verbose
         )
+
+    def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
+        """Export a SavedModel whose `serve` signature gives both outputs.
+
+        `serve(images)` returns `{"logits": (B, H, W, C), "anomaly_score":
+        (B, H, W)}`. The feature memory is training state and is left out.
+        Other formats go to Keras' `export`.
+
+        Example:
+
+        ```python
+        model.export("gmmseg_saved_model")
+        reloaded = tf.saved_model.load("gmmseg_saved_model")
+        outputs = reloaded.serve(images)   # {"logits": ..., "anomaly_score": ...}
+        ```
+        """
+        if format != "tf_saved_model":
+            return super().export(filepath, format=format, verbose=verbose, **kwargs)
+        import tensorflow as tf
+
+        serving = self._graphs.serving
+        archive = keras.export.ExportArchive()
+        archive.track(serving)
+        archive.add_endpoint(
+            name="serve",
+            fn=lambda images: serving(images, training=False),
+            input_signature=[
+                tf.TensorSpec((None,) + tuple(self.input.shape[1:]), tf.float32)
+            ],
+        )
+        archive.write_out(filepath, verbose=verbose)
 
     def save_to_preset(self, preset_dir, **kwargs):
         """keras-hub's preset files plus the keras_gss version that wrote them."""

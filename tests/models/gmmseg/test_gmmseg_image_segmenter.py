@@ -14,6 +14,8 @@ from keras_gss.callbacks import SinkhornEM
 from keras_gss.data import colour_scenes
 from keras_gss.models import GMMSegImageSegmenter
 
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
 SIZE = 32
 CLASSES = 3
 
@@ -85,7 +87,9 @@ def test_gmm_state_is_only_touched_by_em(trained):
     assert after["count"].sum() > 0
     moved = [np.abs(ops.convert_to_numpy(w) - b).max() > 0
              for w, b in zip(frozen.trainable_weights, weights_before)]
-    assert np.mean(moved) > 0.9
+    # Stage-1 attention reduces 8×8 tokens to one key, so its query/key get exactly zero
+    # gradient (JAX keeps them bitwise; TensorFlow's rounding nudges them): 8 of 70 weights.
+    assert np.mean(moved) > 0.85
 
 
 def test_outputs_and_anomaly_score(trained):
@@ -182,13 +186,32 @@ def test_resumed_training_continues_em_schedule(tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision(policy):
+def test_mixed_precision_200_steps_on_digitscenes(policy):
+    import tensorflow as tf
+
+    from keras_gss.data import DigitScenes
+    from keras_gss.data import normalize_images
+
     keras.config.set_dtype_policy(policy)
-    images, labels = make_scenes(8, seed=3)
-    model = tiny_model()
-    history = model.fit(images, labels, batch_size=4, epochs=2, verbose=0,
-                        callbacks=[SinkhornEM(update_interval=2)])
-    assert np.all(np.isfinite(history.history["loss"]))
+    keras.utils.set_random_seed(0)
+    scenes = DigitScenes(image_size=32)
+    images, labels, _ = scenes.generate("train", 32)
+    images = normalize_images(images)
+    stream = (tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+              .shuffle(32, seed=0).repeat().batch(4, drop_remainder=True))
+    backbone = keras_gss.models.segformer_backbone(
+        variant=None, image_shape=(32, 32, 3), hidden_dims=[8, 16], projection_filters=16)
+    model = GMMSegImageSegmenter(backbone, num_classes=scenes.num_classes, num_components=2,
+                                 embedding_dim=8, memory_size=64)
+    model.compile(optimizer=keras.optimizers.AdamW(2e-3))
+    losses = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: losses.append(float(logs["loss"])))
+    model.fit(stream, epochs=4, steps_per_epoch=50, verbose=0,
+              callbacks=[SinkhornEM(update_interval=1, mean_momentum=0.9), record])
+    assert len(losses) == 200 and np.all(np.isfinite(losses))
+    # 200 memory writes; float16 loss scaling may skip a few optimizer updates early on.
+    assert int(ops.convert_to_numpy(model.feature_memory.step)) == 200
     logits = model.predict(images, verbose=0)
     scores = model.predict_anomaly(images, verbose=0)
     assert logits.dtype == np.float32 and scores.dtype == np.float32
@@ -199,6 +222,23 @@ def test_mixed_precision(policy):
     dense = model._graphs.train(images[:2], training=False)
     for key in ("component_log_likelihood", "embeddings", "dense_logits"):
         assert ops.convert_to_numpy(dense[key]).dtype == np.float32
+
+
+def test_export_serves_logits_and_anomaly_score(trained, tmp_path):
+    import tensorflow as tf
+
+    model, _, _, images = trained
+    model.export(str(tmp_path / "saved"), verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "saved"))
+    inputs = np.random.default_rng(5).normal(size=(3,) + images.shape[1:]).astype("float32")
+    served = reloaded.serve(tf.constant(inputs))
+    assert set(served) == {"logits", "anomaly_score"}
+    np.testing.assert_allclose(served["logits"].numpy(), model.predict(inputs, verbose=0),
+                               atol=1e-4)
+    np.testing.assert_allclose(served["anomaly_score"].numpy(),
+                               model.predict_anomaly(inputs, verbose=0), atol=1e-4)
+    variables = {v.name for v in reloaded.variables}
+    assert not any("queue" in name for name in variables)  # the memory is not shipped
 
 
 def test_plain_call_is_inference(trained):
@@ -260,13 +300,33 @@ def test_every_zoo_preset_builds_offline(name):
     assert tuple(model.output.shape) == (None, 64, 64, 2)
     assert tuple(model.dense_features.output.shape)[1:3] == (16, 16)
     record = keras_gss.presets.PRESETS[name]
-    assert name.endswith(record["backbone"]["variant"])
-    assert record["family"] == "gmmseg" and model.num_components == 5
-    assert len(keras_gss.list_presets()) == 8
+    assert record["family"] == "gmmseg"
+    assert model.num_components == record["config"]["num_components"]
+    assert len(keras_gss.list_presets()) == 11
     # Each record's Hub handle names the record itself (no preset points at another's weights).
     repo, revision = keras_gss.hub.parse_handle(record["weights"]["handle"])
     assert repo.split("/")[1] == name and revision is None
     assert record["weights"]["revision"] is None  # architecture only, so far
+    # Data config: what a user needs to feed and read the model.
+    data = record["data"]
+    assert data["image_shape"][2] == 3 and data["ignore_index"] == 255
+    assert len(data["mean"]) == len(data["std"]) == 3
+    names = data["class_names"]
+    assert names is None or len(names) == record["config"]["num_classes"]
+    # Open-set config: score, sign, threshold with how it was calibrated.
+    open_set = record["open_set"]
+    assert open_set["higher_is_anomalous"] is True and open_set["calibration"]
+    assert open_set["threshold"] is None  # no published weights, nothing to calibrate
+    # Provenance: paper, license, training data, and a recipe file that exists and agrees.
+    provenance = record["provenance"]
+    assert provenance["paper"].startswith("Liang et al., GMMSeg")
+    assert provenance["license"] and provenance["training_dataset"]
+    recipe = keras_gss.training.load_recipe(os.path.join(ROOT, provenance["recipe"]))
+    assert recipe["preset"] == name and recipe["name"] == name
+    assert recipe["crop"] == data["image_shape"][0]
+    reported = provenance["paper_reported"]
+    assert reported is None or (reported["source"].startswith("GMMSeg Table 1")
+                                and 0 < reported["miou"] < 100)
 
 
 def test_preset_failures_are_clear(trained, tmp_path):

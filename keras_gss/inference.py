@@ -1,0 +1,94 @@
+"""Inference on images larger than, or shaped unlike, the model's fixed input."""
+
+import numpy as np
+
+from keras_gss.utils.checks import check_positive
+
+
+def window_starts(size, crop, stride):
+    """Top (or left) offsets of the windows along one axis (mmseg's slide mode).
+
+    The last window ends at the border; a side shorter than `crop` gets one
+    window over the padded image.
+
+    Example:
+
+    >>> window_starts(1024, 512, 341)
+    [0, 341, 512]
+    >>> window_starts(300, 512, 341)
+    [0]
+    """
+    count = max(size - crop + stride - 1, 0) // stride + 1
+    return [max(min(i * stride + crop, max(size, crop)) - crop, 0) for i in range(count)]
+
+
+def predict_sliding_window(model, images, crop, stride, batch_size=8, verbose=0):
+    """Logits (and anomaly scores) of any-size images from fixed-size windows.
+
+    Each image is padded at the bottom and right to at least `crop` (pixels
+    the model then sees as zeros, i.e. the mean colour after
+    normalisation), cut into `crop × crop` windows `stride` apart whose last
+    one meets the border, and every window is predicted. Logits and scores
+    are averaged over the windows covering each pixel; padding is cut off.
+
+    Args:
+        model: a segmenter with a square `crop × crop` input; if it has
+            `predict_anomaly`, scores are computed too.
+        images: array `(N, H, W, 3)`, prepared as the model expects.
+        crop: int. Window side; must equal the model's input size.
+        stride: int. Step between windows, at most `crop`.
+        batch_size: int. Windows per `predict` call. Defaults to `8`.
+        verbose: int. Keras progress bars. Defaults to `0`.
+
+    Returns:
+        dict: `"logits"` `(N, H, W, C)` float32 and, for open-set models,
+        `"anomaly_score"` `(N, H, W)` float32.
+
+    Example:
+
+    ```python
+    out = keras_gss.predict_sliding_window(model, cityscapes_images, crop=768, stride=512)
+    classes = out["logits"].argmax(-1)     # (N, 1024, 2048)
+    ```
+    """
+    check_positive("crop", crop, integer=True)
+    check_positive("stride", stride, integer=True)
+    if stride > crop:
+        raise ValueError(f"`stride`={stride} must not exceed `crop`={crop}: pixels between "
+                         "windows would get no prediction.")
+    input_size = tuple(model.input.shape[1:3])
+    if input_size != (crop, crop):
+        raise ValueError(f"`crop`={crop} must equal the model's input size {input_size}; "
+                         "build the model with image_shape=(crop, crop, 3).")
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"`images` must have shape (N, H, W, 3); received {images.shape}.")
+    count, height, width, _ = images.shape
+    padded_h, padded_w = max(height, crop), max(width, crop)
+    padded = np.zeros((count, padded_h, padded_w, 3), np.float32)
+    padded[:, :height, :width] = images
+    tops, lefts = window_starts(height, crop, stride), window_starts(width, crop, stride)
+    boxes = [(top, left) for top in tops for left in lefts]
+    with_scores = hasattr(model, "predict_anomaly")
+    logits = scores = None
+    covered = np.zeros((padded_h, padded_w, 1), np.float32)
+    for top, left in boxes:
+        covered[top:top + crop, left:left + crop] += 1.0
+    for index in range(count):
+        windows = np.stack([padded[index, t:t + crop, l:l + crop] for t, l in boxes])
+        window_logits = np.asarray(model.predict(windows, batch_size=batch_size,
+                                                 verbose=verbose))
+        if logits is None:
+            logits = np.zeros((count, padded_h, padded_w, window_logits.shape[-1]), np.float32)
+            scores = np.zeros((count, padded_h, padded_w, 1), np.float32)
+        window_scores = (np.asarray(model.predict_anomaly(windows, batch_size=batch_size,
+                                                          verbose=verbose))
+                         if with_scores else None)
+        for k, (top, left) in enumerate(boxes):
+            logits[index, top:top + crop, left:left + crop] += window_logits[k]
+            if with_scores:
+                scores[index, top:top + crop, left:left + crop, 0] += window_scores[k]
+    result = {"logits": (logits / covered)[:, :height, :width]}
+    if with_scores:
+        result["anomaly_score"] = (scores / covered)[:, :height, :width, 0]
+    return result

@@ -1,0 +1,281 @@
+"""Zoo recipes: `load_recipe` and `train_recipe` (`keras-gss train RECIPE`).
+
+A recipe is a JSON file (see `zoo/recipes/`) naming a zoo preset, its
+training data, crop and augmentation, optimizer and schedule, and EM
+settings. `train_recipe` builds the preset's architecture, trains it with
+`model.fit` (resumable: an interrupted run continues from its last epoch
+with GMM state, memory and step counter), evaluates it, calibrates the
+open-set threshold, and saves a preset whose `training.json` the model card
+of `publish_preset` is written from.
+"""
+
+import json
+import math
+import os
+import shlex
+import sys
+
+import numpy as np
+
+from keras_gss.version import __version__
+
+TRAINING_FILE = "training.json"
+REQUIRED = ("name", "preset", "data", "crop", "batch_size", "iterations", "optimizer")
+DIGITSCENES = "digitscenes"
+# Share of labelled in-distribution pixels the recommended threshold accepts.
+INLIER_COVERAGE = 0.95
+
+
+def load_recipe(recipe):
+    """Read and check a recipe (a path to JSON, or a dict).
+
+    Example:
+
+    >>> recipe = load_recipe({"name": "demo", "preset": "gmmseg_segformer_b0",
+    ...     "data": {"name": "cityscapes", "root": "data/cityscapes"}, "crop": 768,
+    ...     "batch_size": 16, "iterations": 80000,
+    ...     "optimizer": {"name": "adamw", "learning_rate": 6e-5}})
+    >>> recipe["em"], recipe["augmentation"]["scale_range"]
+    ({}, [0.5, 2.0])
+    """
+    from keras_gss.data.readers import READERS
+    from keras_gss.optimizers import OPTIMIZERS
+    from keras_gss.presets import PRESETS
+
+    source = recipe if isinstance(recipe, dict) else None
+    if source is None:
+        if not os.path.isfile(str(recipe)):
+            raise OSError(f"Recipe {recipe!r} does not exist; recipes are JSON files such as "
+                          "zoo/recipes/gmmseg_segformer_digitscenes.json.")
+        with open(recipe) as file:
+            try:
+                source = json.load(file)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"Recipe {recipe!r} is not valid JSON: {error}") from error
+    missing = [key for key in REQUIRED if key not in source]
+    if missing:
+        raise ValueError(f"Recipe {recipe if source is not recipe else source.get('name')!r} "
+                         f"lacks {missing}; every recipe needs {list(REQUIRED)}.")
+    if source["preset"] not in PRESETS:
+        raise ValueError(f"Recipe {source['name']!r} names preset {source['preset']!r}, which "
+                         "is not in keras_gss.list_presets().")
+    data = source["data"]
+    if data.get("name") not in (DIGITSCENES, *READERS):
+        raise ValueError(f"Recipe {source['name']!r}: data name {data.get('name')!r} must be "
+                         f"{DIGITSCENES!r} or a reader in {sorted(READERS)}.")
+    if source["optimizer"].get("name") not in OPTIMIZERS:
+        raise ValueError(f"Recipe {source['name']!r}: optimizer name must be one of "
+                         f"{sorted(OPTIMIZERS)}.")
+    recipe = {"em": {}, "model": {}, "schedule": None, "seed": 0, "encoder_weights": None,
+              "augmentation": {"scale_range": [0.5, 2.0], "base_size": None,
+                               "photometric": True},
+              **source}
+    return recipe
+
+
+def _datasets(recipe, data_root):
+    """`(train tf.data of uint8 pairs, eval arrays or None, anomaly sets)`."""
+    import tensorflow as tf
+
+    from keras_gss.data import DigitScenes
+    from keras_gss.data.readers import read_dataset
+
+    data = dict(recipe["data"])
+    if data["name"] == DIGITSCENES:
+        scenes = DigitScenes(image_size=data.get("image_size", 96), seed=data.get("seed", 0))
+        sizes = {"train": data.get("train_scenes", 2000)}
+        sizes.update({s: data.get("test_scenes", 200) for s in ("test", "test_near", "test_far")})
+
+        def split(name):
+            return (DigitScenes.read(data_root, name) if data_root
+                    else scenes.generate(name, sizes[name]))
+
+        images, labels, _ = split("train")
+        train = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+        evaluation = split("test")[:2]
+        anomaly_sets = {"near-OOD": split("test_near"), "far-OOD": split("test_far")}
+        return train, evaluation, anomaly_sets
+    root = data_root or data["root"]
+    train = read_dataset(data["name"], root, split=data.get("train_split", "train"))
+
+    def arrays(dataset):
+        items = list(dataset.as_numpy_iterator())
+        sizes = {item[0].shape for item in items}
+        if len(sizes) > 1:
+            raise ValueError(f"Evaluation needs one image size per set; {data['name']} has "
+                             f"{len(sizes)} ({sorted(sizes)[:3]}...). Pass --no-eval and "
+                             "evaluate with keras_gss.predict_sliding_window per image.")
+        return tuple(np.stack(column) for column in zip(*items))
+
+    evaluation = None
+    if data.get("eval_split"):
+        evaluation = arrays(read_dataset(data["name"], root, split=data["eval_split"]))
+    anomaly_sets = {}
+    for name, spec in data.get("anomaly_sets", {}).items():
+        spec = dict(spec)
+        anomaly_sets[name] = arrays(read_dataset(spec.pop("name"), spec.pop("root"), **spec))
+    return train, evaluation, anomaly_sets
+
+
+def _train_stream(recipe, train, batch_size):
+    import tensorflow as tf
+
+    from keras_gss.data import training_augmentation
+    from keras_gss.data.normalization import IMAGENET_MEAN
+    from keras_gss.data.normalization import IMAGENET_STD
+
+    augmentation = recipe["augmentation"]
+    augment = training_augmentation(
+        recipe["crop"], scale_range=tuple(augmentation["scale_range"]),
+        base_size=augmentation.get("base_size"), photometric=augmentation["photometric"],
+        seed=recipe["seed"]) if augmentation else None
+    mean = tf.constant(IMAGENET_MEAN, tf.float32)
+    std = tf.constant(IMAGENET_STD, tf.float32)
+
+    def prepare(image, label):
+        if augment is not None:
+            image, label = augment(image, label)
+        image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
+        # The crop is static; say so, since MiT needs known spatial sizes.
+        size = recipe["crop"]
+        return tf.ensure_shape(image, [size, size, 3]), tf.ensure_shape(label, [size, size])
+
+    return (train.shuffle(recipe.get("shuffle_buffer", 1000), seed=recipe["seed"])
+            .repeat().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size, drop_remainder=True).prefetch(2))
+
+
+def _load_encoder_weights(model, weights):
+    """Pretrained encoder weights from a `.weights.h5` file or a keras-hub preset."""
+    import keras_hub
+
+    encoder = getattr(model.backbone, "image_encoder", model.backbone)
+    if str(weights).endswith(".h5"):
+        encoder.load_weights(weights)
+        return
+    pretrained = keras_hub.models.Backbone.from_preset(weights)
+    shapes = [tuple(v.shape) for v in encoder.weights]
+    if shapes != [tuple(v.shape) for v in pretrained.weights]:
+        raise ValueError(f"`encoder_weights` {weights!r} do not fit the preset's encoder "
+                         "(different variable shapes).")
+    encoder.set_weights(pretrained.get_weights())
+
+
+def calibrate_threshold(scores, labels, ignore_index=255, coverage=INLIER_COVERAGE):
+    """The anomaly threshold that accepts `coverage` of the labelled pixels.
+
+    Example:
+
+    >>> calibrate_threshold(np.arange(100.0), np.zeros(100, int))
+    94.05
+    """
+    known = np.asarray(scores)[np.asarray(labels) != ignore_index]
+    return float(np.quantile(known, coverage))
+
+
+def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
+                 evaluate=True, verbose=1, command=None, callbacks=None):
+    """Train a zoo preset from a recipe; returns `(model, summary)`.
+
+    Writes `out_dir/preset` (the trained preset with `training.json`),
+    `out_dir/results.json` / `.md` and figures, and `out_dir/backup` while
+    training (removed when done; rerun the same command to resume).
+
+    Args:
+        recipe: a recipe path or dict (see `load_recipe`).
+        out_dir: output folder.
+        data_root: the dataset folder; defaults to the recipe's `root`. For
+            DigitScenes, a folder written by `DigitScenes().write` (default:
+            generate the scenes in memory).
+        steps: training steps; defaults to the recipe's `iterations`. The
+            schedule spans exactly these steps.
+        batch_size: global batch size; defaults to the recipe's.
+        evaluate: evaluate and calibrate the threshold after training.
+        verbose: `0` silent, `1` progress bars, `2` one line per epoch.
+        command: the command line recorded in `training.json`.
+        callbacks: extra Keras callbacks for `fit` (e.g. TensorBoard).
+    """
+    import keras
+
+    from keras_gss.callbacks import SinkhornEM
+    from keras_gss.data.normalization import normalize_images
+    from keras_gss.evaluation import evaluate as evaluate_model
+    from keras_gss.evaluation import format_table
+    from keras_gss.inference import predict_sliding_window
+    from keras_gss.metrics import MeanIoU
+    from keras_gss.optimizers import build_optimizer
+    from keras_gss.presets import PRESETS
+    from keras_gss.presets import from_preset
+
+    recipe = load_recipe(recipe)
+    steps = int(steps or recipe["iterations"])
+    batch_size = int(batch_size or recipe["batch_size"])
+    if steps <= 0 or batch_size <= 0:
+        raise ValueError(f"`steps` and `batch_size` must be positive; received {steps}, "
+                         f"{batch_size}.")
+    keras.utils.set_random_seed(recipe["seed"])
+    crop = recipe["crop"]
+    model = from_preset(recipe["preset"], load_weights=False, image_shape=(crop, crop, 3),
+                        **recipe["model"])
+    if recipe["encoder_weights"]:
+        _load_encoder_weights(model, recipe["encoder_weights"])
+    schedule = None if recipe["schedule"] is None else dict(recipe["schedule"])
+    options = dict(recipe["optimizer"])
+    model.compile(optimizer=build_optimizer(model, total_steps=steps, schedule=schedule,
+                                            **options),
+                  metrics=[MeanIoU(model.num_classes)])
+    train, evaluation, anomaly_sets = _datasets(recipe, data_root)
+    steps_per_epoch = min(steps, int(recipe.get("steps_per_epoch", 1000)))
+    epochs = math.ceil(steps / steps_per_epoch)
+    os.makedirs(out_dir, exist_ok=True)
+    backup = os.path.join(out_dir, "backup")
+    callbacks = [SinkhornEM(**recipe["em"]), keras.callbacks.BackupAndRestore(backup),
+                 *(callbacks or [])]
+    if verbose:
+        print(f"{recipe['name']}: {recipe['preset']} for {steps} steps of batch {batch_size} "
+              f"({epochs} epochs × {steps_per_epoch})")
+    model.fit(_train_stream(recipe, train, batch_size), epochs=epochs,
+              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+
+    record = PRESETS[recipe["preset"]]
+    summary = {
+        "recipe": recipe,
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+        "steps": steps, "batch_size": batch_size, "keras_gss_version": __version__,
+        "datasets": [recipe["data"]["name"]] + [s.get("name", n) for n, s in
+                                               recipe["data"].get("anomaly_sets", {}).items()],
+        "results": None, "open_set": dict(record["open_set"]),
+    }
+    if evaluate and evaluation is not None:
+        images = normalize_images(evaluation[0])
+        # Images larger than the crop go through windows, as the paper tests Cityscapes.
+        window = None if images.shape[1:3] == (crop, crop) else (
+            record["data"]["sliding_window"] or {"crop": crop, "stride": 2 * crop // 3})
+        summary["results"] = evaluate_model(
+            model, images, evaluation[1],
+            anomaly_sets={n: (normalize_images(s[0]),) + tuple(s[1:])
+                          for n, s in anomaly_sets.items()},
+            out_dir=out_dir, name=recipe["name"], verbose=int(verbose == 1),
+            sliding_window=window)
+        scores = (predict_sliding_window(model, images, **window)["anomaly_score"] if window
+                  else model.predict_anomaly(images, verbose=0))
+        threshold = calibrate_threshold(scores, evaluation[1])
+        summary["open_set"].update(
+            threshold=threshold,
+            calibration=f"{100 * INLIER_COVERAGE:.0f}th percentile of the score over the "
+                        f"labelled pixels of the {recipe['data']['name']} evaluation split "
+                        f"(accepts {100 * INLIER_COVERAGE:.0f}% of known-class pixels)")
+        table = format_table({recipe["name"]: summary["results"]})
+        with open(os.path.join(out_dir, "results.md"), "w") as file:
+            file.write(table + "\n")
+        if verbose:
+            print("\n" + table)
+    preset_dir = os.path.join(out_dir, "preset")
+    model.save_to_preset(preset_dir)
+    with open(os.path.join(preset_dir, TRAINING_FILE), "w") as file:
+        json.dump(summary, file, indent=2)
+    with open(os.path.join(out_dir, "results.json"), "w") as file:
+        json.dump(summary, file, indent=2)
+    if verbose:
+        print(f"wrote {preset_dir} (publish with: keras-gss publish {preset_dir} hf://ORG/REPO)")
+    return model, summary

@@ -1,0 +1,159 @@
+"""Data-parallel GMMSeg: 2 replicas train exactly as 1 replica on the same global batches."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np, keras_gss
+    from keras import ops
+    from keras_gss.data import colour_scenes
+
+    EPOCHS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    images, labels, _ = colour_scenes(16, size=32, seed=4)
+    labels = labels.astype("int32")
+    labels[:, :3, :3] = 255  # void pixels, unevenly spread over the replicas' halves
+
+    def run(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            backbone = keras_gss.models.segformer_backbone(
+                variant=None, image_shape=(32, 32, 3), hidden_dims=[8, 16],
+                projection_filters=16, drop_path_rate=0.0)
+            model = keras_gss.models.GMMSegImageSegmenter(
+                backbone, num_classes=3, num_components=2, embedding_dim=8, memory_size=24,
+                dropout=0.0)
+            for layer in model._flatten_layers():
+                if isinstance(layer, keras.layers.Dropout):  # keras-hub MixFFN's: keep it exact
+                    layer.rate = 0.0
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True  # one variance formula in both runs
+            # SGD: Adam's first steps are sign(g) and would amplify float noise in tiny gradients.
+            model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+        data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+        history = model.fit(data, epochs=EPOCHS, verbose=0, callbacks=[
+            keras_gss.callbacks.SinkhornEM(update_interval=1, mean_momentum=0.9)])
+        memory, head = model.feature_memory, model.gmm_head
+        state = {name: ops.convert_to_numpy(v) for name, v in (
+            ("means", head.means), ("scales", head.scales), ("queue", memory.queue),
+            ("count", memory.count), ("pointer", memory.pointer), ("step", memory.step))}
+        weights = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+        return state, weights, history.history["loss"]
+
+    one_state, one_weights, one_loss = run(tf.distribute.get_strategy())
+    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert two.num_replicas_in_sync == 2
+    two_state, two_weights, two_loss = run(two)
+    report = {"loss": [one_loss, two_loss], "filled": int(one_state["count"].sum())}
+    for name in one_state:
+        report[name] = float(np.max(np.abs(one_state[name].astype("float64")
+                                           - two_state[name].astype("float64"))))
+    # Relative to the weight's size: the class LayerNorm makes some weights grow to 1e4.
+    report["weights"] = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0)))
+                            for a, b in zip(one_weights, two_weights))
+    print("REPORT", json.dumps(report))
+""")
+
+
+def test_two_replicas_match_one_replica():
+    import json
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    result = subprocess.run([sys.executable, "-c", MIRRORED], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.split("REPORT", 1)[1])
+    assert report["filled"] > 0 and report["step"] == 0 and report["count"] == 0
+    assert report["pointer"] == 0, report
+    for name in ("means", "scales", "queue"):
+        assert report[name] <= 1e-5, {k: v for k, v in report.items() if k != "loss"}
+    assert report["weights"] <= 1e-4, report
+    one, two = report["loss"]
+    assert max(abs(a - b) for a, b in zip(one, two)) <= 1e-4, report
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # reads TF_CONFIG
+    import keras, numpy as np, keras_gss
+    from keras import ops
+    from keras_gss.data import colour_scenes
+
+    images, labels, _ = colour_scenes(16, size=32, seed=4)
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        backbone = keras_gss.models.segformer_backbone(
+            variant=None, image_shape=(32, 32, 3), hidden_dims=[8, 16], projection_filters=16)
+        model = keras_gss.models.GMMSegImageSegmenter(
+            backbone, num_classes=3, num_components=2, embedding_dim=8, memory_size=24)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    data = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32"))).batch(8)
+    model.fit(data.with_options(options), epochs=2, verbose=0,
+              callbacks=[keras_gss.callbacks.SinkhornEM(update_interval=1, mean_momentum=0.9)])
+    memory, head = model.feature_memory, model.gmm_head
+    np.savez(sys.argv[1], replicas=strategy.num_replicas_in_sync,
+             **{name: ops.convert_to_numpy(v) for name, v in (
+                 ("means", head.means), ("scales", head.scales), ("queue", memory.queue),
+                 ("count", memory.count), ("step", memory.step))},
+             **{f"weight_{i}": ops.convert_to_numpy(v)
+                for i, v in enumerate(model.trainable_variables)})
+""")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_workers_keep_identical_gmm_state(tmp_path):
+    import json
+
+    import numpy as np
+
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
+    workers = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(config), TF_CPP_MIN_LOG_LEVEL="3",
+                   KERAS_BACKEND="tensorflow")
+        workers.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path / f"worker{index}.npz")], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        for worker in workers:  # the time bound: a hung collective fails the test, not CI
+            _, err = worker.communicate(timeout=300)
+            assert worker.returncode == 0, err[-3000:]
+    finally:
+        for worker in workers:
+            worker.kill()
+    first, second = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
+    assert int(first["replicas"]) == 2
+    assert int(first["step"]) == 4 and first["count"].sum() > 0  # 2 epochs × 2 global batches
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+def test_distributed_example_runs_on_two_cpu_devices(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "preset"
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "examples", "train_distributed.py"),
+         "--cpu-devices", "2", "--steps", "4", "--batch-size", "4", "--out", str(out)],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy: 2 replicas" in result.stdout
+    assert (out / "task.weights.h5").is_file()
