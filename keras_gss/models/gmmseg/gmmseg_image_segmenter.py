@@ -416,6 +416,11 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             y_pred = y_pred["logits"]
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
+    def predict(self, x, *args, **kwargs):
+        if hasattr(x, "shape"):  # JAX traces `call` directly, past `__call__`'s check
+            self._check_images(x)
+        return super().predict(x, *args, **kwargs)
+
     def predict_anomaly(self, images, batch_size=None, verbose="auto"):
         """Anomaly score maps `(B, H, W)`, float32, higher = more anomalous.
 
