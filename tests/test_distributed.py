@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 MIRRORED = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
@@ -157,3 +159,62 @@ def test_distributed_example_runs_on_two_cpu_devices(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy: 2 replicas" in result.stdout
     assert (out / "task.weights.h5").is_file()
+
+
+DATA_PARALLEL = textwrap.dedent("""
+    import json, sys
+    import keras, numpy as np, keras_gss
+    from keras import ops
+    from keras_gss.data import colour_scenes
+
+    images, labels, _ = colour_scenes(16, size=32, seed=4)
+    labels = labels.astype("int32")
+
+    def run(distribution):
+        keras.distribution.set_distribution(distribution)
+        keras.utils.set_random_seed(0)
+        backbone = keras_gss.models.segformer_backbone(
+            variant=None, image_shape=(32, 32, 3), hidden_dims=[8, 16], projection_filters=16,
+            drop_path_rate=0.0)
+        model = keras_gss.models.GMMSegImageSegmenter(
+            backbone, num_classes=3, num_components=2, embedding_dim=8, memory_size=24,
+            dropout=0.0)
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.Dropout):
+                layer.rate = 0.0
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+        model.fit(images, labels, batch_size=8, epochs=3, shuffle=False, verbose=0,
+                  callbacks=[keras_gss.callbacks.SinkhornEM(update_interval=1,
+                                                            mean_momentum=0.9)])
+        memory, head = model.feature_memory, model.gmm_head
+        state = {name: ops.convert_to_numpy(v) for name, v in (
+            ("means", head.means), ("scales", head.scales), ("queue", memory.queue),
+            ("step", memory.step))}
+        return state, [ops.convert_to_numpy(v) for v in model.trainable_variables]
+
+    devices = keras.distribution.list_devices("cpu")
+    one_state, one_weights = run(keras.distribution.DataParallel(devices=devices[:1]))
+    two_state, two_weights = run(keras.distribution.DataParallel(devices=devices[:2]))
+    report = {"devices": len(devices), "step": int(two_state["step"])}
+    for name in ("means", "scales", "queue"):
+        report[name] = float(np.max(np.abs(one_state[name] - two_state[name])))
+    report["weights"] = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0)))
+                            for a, b in zip(one_weights, two_weights))
+    print("REPORT", json.dumps(report))
+""")
+
+
+@pytest.mark.slow  # two JAX compilations of two trainings: run with `pytest -m slow`
+def test_jax_data_parallel_matches_one_device():
+    import json
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="jax",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    result = subprocess.run([sys.executable, "-c", DATA_PARALLEL], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.split("REPORT", 1)[1])
+    assert report["devices"] == 2 and report["step"] == 6
+    for name in ("means", "scales", "queue"):
+        assert report[name] <= 1e-5, report
+    assert report["weights"] <= 1e-4, report

@@ -130,3 +130,67 @@ def dense_features(backbone):
     return keras.Model(
         backbone.inputs, upsampling.input, name="dense_features"
     )
+
+
+def _pyramid(backbone, layer_names):
+    """`{level: tensor}` of a backbone's feature pyramid, from whichever API it has."""
+    if layer_names:  # any model with named layers, e.g. keras.applications
+        return {level: backbone.get_layer(name).output for level, name in layer_names.items()}
+    outputs = getattr(backbone, "pyramid_outputs", None)  # keras-hub FeaturePyramidBackbone
+    if outputs:
+        return dict(outputs)
+    inputs = getattr(backbone, "pyramid_level_inputs", None)  # keras-cv backbones
+    if inputs:
+        return {level: backbone.get_layer(name).output for level, name in inputs.items()}
+    raise ValueError(
+        f"`backbone` {backbone.name!r} exposes no feature pyramid (no `pyramid_outputs` or "
+        "`pyramid_level_inputs`); pass `layer_names={'P2': ..., 'P3': ...}` naming its "
+        "stride-4, 8, ... layers."
+    )
+
+
+def pyramid_features(backbone, layer_names=None, channels=256, name="pyramid_features"):
+    """Dense stride-4 features from any backbone with a feature pyramid.
+
+    Each level is projected to `channels` by a 1×1 convolution, resized to
+    the finest level and the levels are fused by concatenation and a 1×1
+    convolution with BatchNorm and ReLU (SegFormer's all-MLP decoder). The
+    result is a model the segmenters take as their `backbone`.
+
+    Args:
+        backbone: a keras-hub `FeaturePyramidBackbone` (`pyramid_outputs`),
+            a keras-cv backbone (`pyramid_level_inputs`), or any functional
+            Keras model with `layer_names`.
+        layer_names: dict level -> layer name (e.g. `{"P2":
+            "conv2_block3_out", ...}` for `keras.applications.ResNet50`), or
+            `None` to read the backbone's own pyramid.
+        channels: int. Width of the fused features. Defaults to `256`.
+
+    Example:
+
+    >>> import keras
+    >>> resnet = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    >>> features = pyramid_features(resnet, {"P2": "conv2_block3_out",
+    ...                                      "P3": "conv3_block4_out"}, channels=32)
+    >>> tuple(features.output.shape)
+    (None, 16, 16, 32)
+    """
+    pyramid = _pyramid(backbone, layer_names)
+    levels = sorted(pyramid, key=lambda level: pyramid[level].shape[1], reverse=True)
+    finest = pyramid[levels[0]]
+    size = tuple(finest.shape[1:3])
+    projected = []
+    for level in levels:
+        x = keras.layers.Conv2D(channels, 1, name=f"{name}_{level}_projection")(pyramid[level])
+        if tuple(x.shape[1:3]) != size:
+            x = keras.layers.Resizing(*size, interpolation="bilinear",
+                                      name=f"{name}_{level}_resize")(x)
+        projected.append(x)
+    x = (keras.layers.Concatenate(name=f"{name}_concat")(projected)
+         if len(projected) > 1 else projected[0])
+    x = keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_fuse")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_fuse_norm")(x)
+    x = keras.layers.ReLU(name=f"{name}_fuse_relu")(x)
+    # One input as a tensor, not a one-item list: the segmenters read `input.shape`.
+    inputs = backbone.inputs[0] if len(backbone.inputs) == 1 else backbone.inputs
+    return keras.Model(inputs, x, name=name)
