@@ -4,9 +4,11 @@ The tool behind the README's findings on the quick start. It trains one
 model (the quick start's softmax SegFormer or GMMSeg, same small MiT) on
 DigitScenes with a shuffled `tf.data` stream, and at each checkpoint prints one
 JSON line: mIoU, per-class IoU, and AUROC (%) on near- and far-OOD for the
-model's own score (`model`, GMMSeg's likelihood) and for max softmax. GMMSeg
-also reports, at the end, where the digit pixels go (share of each digit
-class's pixels predicted as each class) and its memory fill.
+model's own score (`model`, GMMSeg's likelihood) and for max softmax. At the
+end it splits that AUROC by which known pixels are the negatives (textures
+or known digits), which shows what a pooled AUROC measures; GMMSeg also
+reports where the digit pixels go (share of each digit class's pixels
+predicted as each class), its memory fill and its fitted scales.
 
     python benchmarks/digitscenes_curve.py --model softmax --evals 750,1500,3000
     python benchmarks/digitscenes_curve.py --model gmmseg --evals 750,1500 \\
@@ -89,6 +91,18 @@ def main():
                 if score in results[split]:
                     row[f"{split}_{score}_auroc"] = round(100 * results[split][score]["auroc"], 1)
         print(json.dumps(row), flush=True)
+    known_groups = {"textures": (0, 3), "digits": (3, classes)}
+    for name, (images_, labels_, anomaly) in sets.items():
+        logits = model.predict(images_, verbose=0)
+        scores = {"max_softmax": np.asarray(keras_gss.baselines.max_softmax_score(logits))}
+        if args.model == "gmmseg":
+            scores["model"] = np.asarray(model.predict_anomaly(images_, verbose=0))
+        row = {"split": name, "auroc_by_negatives": {
+            score: {group: round(100 * keras_gss.metrics.anomaly_metrics(
+                values, anomaly, anomaly | ((labels_ >= low) & (labels_ < high)))["auroc"], 1)
+                for group, (low, high) in known_groups.items()}
+            for score, values in scores.items()}}
+        print(json.dumps(row), flush=True)
     if args.model == "gmmseg":
         logits = model.predict(normalize_images(data["test"][0][:50]), verbose=0)
         predicted = logits.argmax(-1).ravel()
@@ -99,7 +113,10 @@ def main():
         digits = confusion[3:] / np.maximum(confusion[3:].sum(1, keepdims=True), 1)
         print(json.dumps({"digit_pixels_predicted_as": digits.round(2).tolist(),
                           "memory_count_per_class": np.asarray(
-                              model.feature_memory.count).sum(1).tolist()}), flush=True)
+                              model.feature_memory.count).sum(1).tolist(),
+                          "mean_scale_per_class": np.asarray(
+                              model.gmm_head.scales).mean((1, 2)).round(3).tolist()}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -75,19 +75,35 @@ def _evaluate(args):
     import keras_gss
     from keras_gss.data import DigitScenes
     from keras_gss.data import normalize_images
+    from keras_gss.data import read_dataset
 
     model = keras_gss.from_preset(args.model)
-    images, labels, _ = DigitScenes.read(args.data, args.split)
-    anomaly_sets = {}
-    for split in args.anomaly_splits:
-        set_images, set_labels, anomaly = DigitScenes.read(args.data, split)
-        if anomaly is None:
-            raise SystemExit(f"error: split {split!r} has no anomaly/ masks.")
-        anomaly_sets[split] = (normalize_images(set_images), set_labels, anomaly)
+    window = None
+    if args.dataset == "digitscenes":
+        closed = DigitScenes.read(args.data, args.split or "test")[:2]
+        anomaly_sets = {}
+        for split in args.anomaly_splits:
+            set_images, set_labels, anomaly = DigitScenes.read(args.data, split)
+            if anomaly is None:
+                raise SystemExit(f"error: split {split!r} has no anomaly/ masks.")
+            anomaly_sets[split] = (set_images, set_labels, anomaly)
+    else:
+        # Benchmarks' images vary in size: stream them through windows of the model's input.
+        closed = (read_dataset(args.dataset, args.data, **({"split": args.split}
+                                                           if args.split else {})), None)
+        anomaly_sets = {}
+        for item in args.anomaly:
+            name, _, root = item.partition("=")
+            if not root:
+                raise SystemExit(f"error: --anomaly {item!r} must be READER=ROOT, e.g. "
+                                 "fishyscapes_laf=data/fs_laf.")
+            anomaly_sets[name] = read_dataset(name, root)
+        crop = int(model.input.shape[1])
+        window = {"crop": crop, "stride": args.stride or 2 * crop // 3}
     results = keras_gss.evaluate(
-        model, normalize_images(images), labels, anomaly_sets=anomaly_sets,
-        batch_size=args.batch_size, out_dir=args.out, name=args.name,
-        verbose=int(not args.quiet))
+        model, *closed, anomaly_sets=anomaly_sets, batch_size=args.batch_size,
+        out_dir=args.out, name=args.name, verbose=int(not args.quiet),
+        sliding_window=window, preprocess=normalize_images)
     print(keras_gss.format_table({args.name: results}))
     return 0
 
@@ -204,14 +220,29 @@ def main(argv=None):
                           help="0 silent, 1 progress bars, 2 one line per epoch (default)")
     training.set_defaults(run=_train)
     evaluation = commands.add_parser(
-        "evaluate", help="closed- and open-set evaluation of a saved model on a "
-                         "dataset in the images/ + labels/ (+ anomaly/) PNG layout")
+        "evaluate", help="closed- and open-set evaluation of a saved model on DigitScenes "
+                         "(images/ + labels/ + anomaly/ PNGs) or a benchmark in its official "
+                         "layout (--dataset), streamed through sliding windows")
     evaluation.add_argument("model", help="preset directory or hf:// handle")
     evaluation.add_argument("--data", required=True,
-                            help="dataset root holding <split>/images, <split>/labels")
-    evaluation.add_argument("--split", default="test", help="closed-set split (default: test)")
+                            help="dataset root: <split>/images, <split>/labels for DigitScenes, "
+                                 "or the benchmark's unpacked folder")
+    evaluation.add_argument("--dataset", default="digitscenes",
+                            help="dataset layout: digitscenes (default) or a reader of "
+                                 "keras_gss.data.read_dataset (cityscapes, ade20k, "
+                                 "coco_stuff10k, streethazards, ...)")
+    evaluation.add_argument("--split", default=None,
+                            help="closed-set split (default: test for DigitScenes, the "
+                                 "reader's default otherwise, e.g. val / validation)")
     evaluation.add_argument("--anomaly-splits", nargs="*", default=["test_near", "test_far"],
-                            help="splits with anomaly/ masks (default: test_near test_far)")
+                            help="DigitScenes splits with anomaly/ masks (default: test_near "
+                                 "test_far)")
+    evaluation.add_argument("--anomaly", nargs="*", default=[], metavar="READER=ROOT",
+                            help="benchmark anomaly sets, e.g. fishyscapes_laf=data/fs_laf "
+                                 "road_anomaly=data/RoadAnomaly")
+    evaluation.add_argument("--stride", type=int, default=None,
+                            help="sliding-window stride for benchmarks (default: 2/3 of the "
+                                 "model's input size)")
     evaluation.add_argument("--out", default=None, help="write table (JSON, markdown) and figures here")
     evaluation.add_argument("--name", default="model", help="row label and file prefix")
     evaluation.add_argument("--batch-size", type=int, default=16)

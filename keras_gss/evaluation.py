@@ -13,103 +13,212 @@ from keras_gss.inference import predict_sliding_window
 DEFAULT_SCORES = ("max_softmax", "entropy", "max_logit", "energy")
 
 
-def evaluate(model, images, labels, anomaly_sets=None, num_classes=None,
+# Share of labelled in-distribution pixels the recommended threshold accepts.
+INLIER_COVERAGE = 0.95
+
+
+def calibrate_threshold(scores, labels=None, ignore_index=255, coverage=INLIER_COVERAGE):
+    """The anomaly threshold that accepts `coverage` of the labelled pixels.
+
+    Example:
+
+    >>> calibrate_threshold(np.arange(100.0), np.zeros(100, int))
+    94.05
+
+    Args:
+        scores: anomaly scores, higher is more anomalous.
+        labels: int labels of the same shape, or `None` when every score
+            belongs to a labelled pixel.
+        ignore_index: int. Label of void pixels. Defaults to `255`.
+        coverage: float. Share of labelled pixels accepted. Defaults to `0.95`.
+    """
+    known = np.asarray(scores)
+    if labels is not None:
+        known = known[np.asarray(labels) != ignore_index]
+    return float(np.quantile(known, coverage))
+
+
+def _is_arrays(data, arity):
+    return (isinstance(data, (tuple, list)) and len(data) == arity
+            and all(hasattr(a, "shape") for a in data) and np.ndim(data[0]) == 4)
+
+
+def _chunks(data, arity, what):
+    """Numpy tuples `(images (B, H, W, 3), labels (B, H, W), ...)`.
+
+    Arrays come as one chunk; a `tf.data.Dataset` or any iterable yields one
+    chunk per element (single examples or batches, any image size), so a
+    set never has to fit in memory at once.
+    """
+    if _is_arrays(data, arity):
+        yield tuple(np.asarray(a) for a in data)
+        return
+    if hasattr(data, "as_numpy_iterator"):
+        data = data.as_numpy_iterator()
+    for element in data:
+        if not isinstance(element, (tuple, list)) or len(element) != arity:
+            raise ValueError(
+                f"{what} must be {arity} arrays or yield {arity}-tuples "
+                f"(image, label{', anomaly mask' if arity == 3 else ''}); received "
+                f"an element of type {type(element).__name__}."
+            )
+        element = [np.asarray(a) for a in element]
+        if element[0].ndim == 3:
+            element = [a[None] for a in element]
+        yield tuple([element[0]] + [a[..., 0] if a.ndim == 4 else a for a in element[1:]])
+
+
+def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
              scores=DEFAULT_SCORES, extra_scores=None, batch_size=16,
              ignore_index=255, out_dir=None, name="model", verbose=1,
-             sliding_window=None):
+             sliding_window=None, preprocess=None):
     """Closed-set mIoU / ECE and, per anomaly set, AUROC / AP / FPR95 per score.
 
     The scores are the softmax baselines named in `scores`, computed from
     the model's logits, plus the model's own `predict_anomaly` when it has
     one (reported as `"model"`). Anomaly metrics pool the pixels of a set
-    (void pixels that are not anomalies are excluded).
+    (void pixels that are not anomalies are excluded) and are exact.
+
+    Sets are arrays, or streams: a `tf.data.Dataset` (e.g. from
+    `keras_gss.data.read_dataset`) or any iterable of examples of any size,
+    predicted one element at a time. Only per-pixel scores of labelled
+    pixels are kept, never the logits of a whole set.
 
     Args:
         model: a segmenter whose `predict` gives logits `(B, H, W, C)`.
-        images: array `(N, H, W, 3)` prepared as the model expects.
-        labels: int array `(N, H, W)` for the closed-set split.
-        anomaly_sets: dict name -> `(images, labels, anomaly_mask)`; the mask
-            is bool (unlabelled non-anomalies are void) or the readers'
-            int mask (1 anomaly, 0 inlier, 255 void).
+        images: array `(N, H, W, 3)` with `labels`, or a dataset / iterable
+            of `(image, label)` pairs (`labels=None`).
+        labels: int array `(N, H, W)` for the closed-set split, or `None`.
+        anomaly_sets: dict name -> `(images, labels, anomaly_mask)` arrays,
+            or a dataset / iterable of such triples; the mask is bool
+            (unlabelled non-anomalies are void) or the readers' int mask
+            (1 anomaly, 0 inlier, 255 void).
         num_classes: int. Defaults to the logits' channel count.
         scores: names from `keras_gss.baselines.SCORES`.
         extra_scores: dict set name -> {score name: maps `(N, H, W)`}, for
-            scores computed outside the model (e.g. Mahalanobis on features).
+            scores computed outside the model (e.g. Mahalanobis on features),
+            in the set's order.
         batch_size: int. Defaults to `16`.
         ignore_index: int. Defaults to `255`.
         out_dir: str. If given, writes `<name>.json`, `<name>.md` and PNG
             figures (overlays, reliability diagram, ROC/PR curves).
         name: str. Row label and file prefix. Defaults to `"model"`.
-        verbose: int. Keras progress bars and printed paths. Defaults to `1`.
+        verbose: int. Progress bars and printed paths. Defaults to `1`.
         sliding_window: dict `{"crop", "stride"}` to predict images larger
             than the model's input with `predict_sliding_window` (the zoo
             records' `data["sliding_window"]`), or `None`.
+        preprocess: callable applied to each image batch before the model
+            (e.g. `keras_gss.data.normalize_images` for the readers' uint8
+            images), or `None`.
 
     Returns:
-        dict: `{"closed_set": {"miou", "iou" (per class), "ece"}, <set>: {<score>: {"auroc",
-        "ap", "fpr95"}}}`.
+        dict: `{"closed_set": {"miou", "iou" (per class), "ece"[, "threshold"]},
+        <set>: {<score>: {"auroc", "ap", "fpr95"}}}`. `threshold` is the
+        model's own score that accepts 95% of the labelled closed-set pixels
+        (present when the model has one).
+
+    Example:
+
+    ```python
+    results = keras_gss.evaluate(
+        model, keras_gss.data.read_dataset("cityscapes", root, split="val"),
+        anomaly_sets={"laf": keras_gss.data.read_dataset("fishyscapes_laf", laf)},
+        preprocess=keras_gss.data.normalize_images,
+        sliding_window={"crop": 768, "stride": 512})
+    ```
     """
+    import keras
+
     unknown = [s for s in scores if s not in baselines.SCORES]
     if unknown:
         raise ValueError(
             f"`scores` names unknown baselines {unknown}; choose from "
             f"{sorted(baselines.SCORES)}."
         )
-    progress = "auto" if verbose else 0
+    if labels is not None:
+        images = (images, labels)
 
-    def predict(set_images, with_score):
+    def stream(data, arity, what):
+        """Chunks, with one progress bar over a streamed set."""
+        single = _is_arrays(data, arity)
+        bar = keras.utils.Progbar(None, unit_name="image") if verbose and not single else None
+        for chunk in _chunks(data, arity, what):
+            yield chunk, ("auto" if verbose and single else 0)
+            if bar is not None:
+                bar.add(len(chunk[0]))
+
+    def predict(set_images, progress):
+        if preprocess is not None:
+            set_images = preprocess(set_images)
         if sliding_window:
             out = predict_sliding_window(model, set_images, batch_size=batch_size,
                                          verbose=progress, **sliding_window)
-            return out["logits"], out.get("anomaly_score") if with_score else None
+            return np.asarray(out["logits"]), out.get("anomaly_score")
         set_logits = model.predict(set_images, batch_size=batch_size, verbose=progress)
         score = (model.predict_anomaly(set_images, batch_size=batch_size, verbose=progress)
-                 if with_score and hasattr(model, "predict_anomaly") else None)
-        return set_logits, score
+                 if hasattr(model, "predict_anomaly") else None)
+        return np.asarray(set_logits), score
 
-    logits, _ = predict(images, False)
-    num_classes = num_classes or logits.shape[-1]
-    probabilities = ops.convert_to_numpy(ops.softmax(logits, axis=-1))
-    predictions = logits.argmax(-1)
-    confusion = metrics.confusion_matrix(labels, predictions, num_classes, ignore_index)
-    results = {
-        "closed_set": {
-            "miou": metrics.mean_iou(labels, predictions, num_classes, ignore_index),
-            "iou": metrics.iou_from_confusion(ops.convert_to_numpy(confusion)).tolist(),
-            "ece": metrics.expected_calibration_error(probabilities, labels,
-                                                      ignore_index=ignore_index),
-        }
-    }
+    confusion, sums, inlier_scores = 0, 0, []
+    for (chunk_images, chunk_labels), progress in stream(images, 2, "`images`"):
+        logits, own = predict(chunk_images, progress)
+        num_classes = num_classes or logits.shape[-1]
+        confusion = confusion + ops.convert_to_numpy(metrics.confusion_matrix(
+            chunk_labels, logits.argmax(-1), num_classes, ignore_index))
+        sums = sums + metrics.reliability_sums(
+            ops.convert_to_numpy(ops.softmax(logits, axis=-1)), chunk_labels,
+            ignore_index=ignore_index)
+        if own is not None:
+            inlier_scores.append(np.asarray(own)[chunk_labels != ignore_index])
+    if num_classes is None:
+        raise ValueError("`images` yielded no examples; pass a non-empty set.")
+    iou = metrics.iou_from_confusion(confusion)
+    bins = metrics.reliability_from_sums(sums)
+    results = {"closed_set": {"miou": float(np.nanmean(iou)), "iou": iou.tolist(),
+                              "ece": metrics.calibration_error(bins)}}
+    if inlier_scores and sum(len(s) for s in inlier_scores):
+        results["closed_set"]["threshold"] = calibrate_threshold(np.concatenate(inlier_scores))
     figures = []
     if out_dir:
         from keras_gss import plots
 
         os.makedirs(out_dir, exist_ok=True)
         figures.append(plots.plot_reliability(
-            os.path.join(out_dir, f"{name}_reliability.png"),
-            metrics.reliability(probabilities, labels, ignore_index=ignore_index),
+            os.path.join(out_dir, f"{name}_reliability.png"), bins,
             title=f"{name}: reliability (ECE {results['closed_set']['ece']:.3f})"))
-    for set_name, (set_images, set_labels, anomaly) in (anomaly_sets or {}).items():
-        set_logits, own_score = predict(set_images, True)
-        maps = {s: ops.convert_to_numpy(baselines.SCORES[s](set_logits)) for s in scores}
-        if own_score is not None:
-            maps["model"] = own_score
-        maps.update((extra_scores or {}).get(set_name, {}))
-        anomaly, valid = _anomaly_targets(set_labels, anomaly, ignore_index)
-        results[set_name] = {
-            score: metrics.anomaly_metrics(values, anomaly, valid)
-            for score, values in maps.items()
-        }
+    for set_name, data in (anomaly_sets or {}).items():
+        values, positives, shown, offset = {}, [], [], 0
+        for (set_images, set_labels, mask), progress in stream(
+                data, 3, f"`anomaly_sets[{set_name!r}]`"):
+            set_logits, own_score = predict(set_images, progress)
+            maps = {s: ops.convert_to_numpy(baselines.SCORES[s](set_logits)) for s in scores}
+            if own_score is not None:
+                maps["model"] = np.asarray(own_score)
+            for extra, extra_maps in (extra_scores or {}).get(set_name, {}).items():
+                maps[extra] = np.asarray(extra_maps[offset:offset + len(set_images)])
+            offset += len(set_images)
+            anomaly, valid = _anomaly_targets(set_labels, mask, ignore_index)
+            positives.append(anomaly[valid])
+            for score, score_map in maps.items():
+                values.setdefault(score, []).append(score_map[valid])
+            for i in range(min(len(set_images), 4 - len(shown)) if out_dir else 0):
+                shown.append((set_images[i], set_labels[i], set_logits[i].argmax(-1),
+                              {s: m[i] for s, m in maps.items()}, anomaly[i]))
+        anomaly = np.concatenate(positives)
+        values = {score: np.concatenate(chunks) for score, chunks in values.items()}
+        results[set_name] = {score: metrics.anomaly_metrics(v, anomaly)
+                             for score, v in values.items()}
         if out_dir:
             best = max(results[set_name], key=lambda s: results[set_name][s]["auroc"])
+            columns = list(zip(*shown))
             figures.append(plots.plot_overlays(
                 os.path.join(out_dir, f"{name}_{set_name}_overlays.png"),
-                set_images[:4], set_labels[:4], set_logits[:4].argmax(-1),
-                maps[best][:4], num_classes, anomaly=anomaly[:4],
+                columns[0], columns[1], columns[2], [m[best] for m in columns[3]],
+                num_classes, anomaly=columns[4],
                 title=f"{name} on {set_name}: anomaly score = {best}"))
             figures.append(plots.plot_roc_pr(
                 os.path.join(out_dir, f"{name}_{set_name}_roc_pr.png"),
-                {s: metrics.roc_pr_curves(v, anomaly, valid) for s, v in maps.items()},
+                {s: metrics.roc_pr_curves(v, anomaly) for s, v in values.items()},
                 title=f"{name} on {set_name}"))
     if out_dir:
         with open(os.path.join(out_dir, f"{name}.json"), "w") as file:

@@ -15,15 +15,13 @@ import os
 import shlex
 import sys
 
-import numpy as np
-
+from keras_gss.evaluation import INLIER_COVERAGE
+from keras_gss.evaluation import calibrate_threshold  # noqa: F401 (public here since 0.1)
 from keras_gss.version import __version__
 
 TRAINING_FILE = "training.json"
 REQUIRED = ("name", "preset", "data", "crop", "batch_size", "iterations", "optimizer")
 DIGITSCENES = "digitscenes"
-# Share of labelled in-distribution pixels the recommended threshold accepts.
-INLIER_COVERAGE = 0.95
 
 
 def load_recipe(recipe):
@@ -74,7 +72,10 @@ def load_recipe(recipe):
 
 
 def _datasets(recipe, data_root):
-    """`(train tf.data of uint8 pairs, eval arrays or None, anomaly sets)`."""
+    """`(train tf.data of uint8 pairs, eval set or None, anomaly sets)`.
+
+    DigitScenes sets are uint8 arrays; the readers' sets are `tf.data` streams.
+    """
     import tensorflow as tf
 
     from keras_gss.data import DigitScenes
@@ -92,28 +93,20 @@ def _datasets(recipe, data_root):
 
         images, labels, _ = split("train")
         train = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
-        evaluation = split("test")[:2]
+        evaluation = tuple(split("test")[:2])
         anomaly_sets = {"near-OOD": split("test_near"), "far-OOD": split("test_far")}
         return train, evaluation, anomaly_sets
     root = data_root or data["root"]
     train = read_dataset(data["name"], root, split=data.get("train_split", "train"))
 
-    def arrays(dataset):
-        items = list(dataset.as_numpy_iterator())
-        sizes = {item[0].shape for item in items}
-        if len(sizes) > 1:
-            raise ValueError(f"Evaluation needs one image size per set; {data['name']} has "
-                             f"{len(sizes)} ({sorted(sizes)[:3]}...). Pass --no-eval and "
-                             "evaluate with keras_gss.predict_sliding_window per image.")
-        return tuple(np.stack(column) for column in zip(*items))
-
+    # Streamed: the readers' images differ in size (ADE20K, COCO-Stuff) and sets can be large.
     evaluation = None
     if data.get("eval_split"):
-        evaluation = arrays(read_dataset(data["name"], root, split=data["eval_split"]))
+        evaluation = read_dataset(data["name"], root, split=data["eval_split"])
     anomaly_sets = {}
     for name, spec in data.get("anomaly_sets", {}).items():
         spec = dict(spec)
-        anomaly_sets[name] = arrays(read_dataset(spec.pop("name"), spec.pop("root"), **spec))
+        anomaly_sets[name] = read_dataset(spec.pop("name"), spec.pop("root"), **spec)
     return train, evaluation, anomaly_sets
 
 
@@ -161,18 +154,6 @@ def _load_encoder_weights(model, weights):
     encoder.set_weights(pretrained.get_weights())
 
 
-def calibrate_threshold(scores, labels, ignore_index=255, coverage=INLIER_COVERAGE):
-    """The anomaly threshold that accepts `coverage` of the labelled pixels.
-
-    Example:
-
-    >>> calibrate_threshold(np.arange(100.0), np.zeros(100, int))
-    94.05
-    """
-    known = np.asarray(scores)[np.asarray(labels) != ignore_index]
-    return float(np.quantile(known, coverage))
-
-
 def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
                  evaluate=True, verbose=1, command=None, callbacks=None):
     """Train a zoo preset from a recipe; returns `(model, summary)`.
@@ -201,7 +182,6 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     from keras_gss.data.normalization import normalize_images
     from keras_gss.evaluation import evaluate as evaluate_model
     from keras_gss.evaluation import format_table
-    from keras_gss.inference import predict_sliding_window
     from keras_gss.metrics import MeanIoU
     from keras_gss.optimizers import build_optimizer
     from keras_gss.presets import PRESETS
@@ -247,19 +227,16 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
         "results": None, "open_set": dict(record["open_set"]),
     }
     if evaluate and evaluation is not None:
-        images = normalize_images(evaluation[0])
-        # Images larger than the crop go through windows, as the paper tests Cityscapes.
-        window = None if images.shape[1:3] == (crop, crop) else (
+        # Windows for images other than the crop size, as the paper tests Cityscapes.
+        same_size = isinstance(evaluation, tuple) and evaluation[0].shape[1:3] == (crop, crop)
+        window = None if same_size else (
             record["data"]["sliding_window"] or {"crop": crop, "stride": 2 * crop // 3})
+        closed = evaluation if isinstance(evaluation, tuple) else (evaluation, None)
         summary["results"] = evaluate_model(
-            model, images, evaluation[1],
-            anomaly_sets={n: (normalize_images(s[0]),) + tuple(s[1:])
-                          for n, s in anomaly_sets.items()},
-            out_dir=out_dir, name=recipe["name"], verbose=int(verbose == 1),
-            sliding_window=window)
-        scores = (predict_sliding_window(model, images, **window)["anomaly_score"] if window
-                  else model.predict_anomaly(images, verbose=0))
-        threshold = calibrate_threshold(scores, evaluation[1])
+            model, *closed, anomaly_sets=anomaly_sets, out_dir=out_dir,
+            name=recipe["name"], verbose=int(verbose == 1), sliding_window=window,
+            preprocess=normalize_images)
+        threshold = summary["results"]["closed_set"].pop("threshold")
         summary["open_set"].update(
             threshold=threshold,
             calibration=f"{100 * INLIER_COVERAGE:.0f}th percentile of the score over the "

@@ -2,6 +2,7 @@ import json
 import os
 
 import keras
+import pytest
 import numpy as np
 
 import keras_gss
@@ -78,3 +79,85 @@ def test_reader_anomaly_masks_match_bool_masks(rng):
         assert "found values [2, 510]" in str(error)
     else:
         raise AssertionError("no error")
+
+
+class PixelModel:
+    """Per-pixel logits and score from the colour, for images of any size."""
+
+    def __init__(self, rng):
+        self.weights = rng.normal(size=(3, 3)).astype("float32") * 3.0
+
+    def predict(self, images, batch_size=None, verbose=0):
+        return np.asarray(images, np.float32) @ self.weights
+
+    def predict_anomaly(self, images, batch_size=None, verbose=0):
+        return np.asarray(images, np.float32)[..., 0] - np.asarray(images, np.float32)[..., 1]
+
+
+def _example(rng, size, with_mask):
+    image = rng.random(size + (3,)).astype("float32")
+    label = np.where(rng.random(size) < 0.1, 255, rng.integers(0, 3, size))
+    if not with_mask:
+        return image, label
+    # Anomalies where the score is high, plus noise, so AUROC is neither 0.5 nor 1.
+    score = image[..., 0] - image[..., 1]
+    mask = (score + 0.5 * rng.normal(size=size) > 0.3).astype(np.int32)
+    return image, label, np.where(rng.random(size) < 0.05, 255, mask)
+
+
+def test_streamed_sets_of_any_size_equal_pooled_reference(rng):
+    """Images of different sizes, streamed one by one, score as their pooled pixels do."""
+    model = PixelModel(rng)
+    sizes = [(16, 16), (20, 12), (9, 31)]
+    closed = [_example(rng, size, False) for size in sizes]
+    anomaly = [_example(rng, size, True) for size in sizes]
+    results = keras_gss.evaluate(model, iter(closed), anomaly_sets={"s": anomaly}, verbose=0)
+
+    def pooled(examples):
+        logits = np.concatenate([model.predict(e[0]).reshape(-1, 3) for e in examples])
+        scores = np.concatenate([model.predict_anomaly(e[0]).ravel() for e in examples])
+        rest = [np.concatenate([e[k].ravel() for e in examples]) for k in range(1, len(examples[0]))]
+        return logits, scores, rest
+
+    logits, scores, (labels,) = pooled(closed)
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    closed_set = results["closed_set"]
+    assert closed_set["miou"] == keras_gss.metrics.mean_iou(labels, logits.argmax(-1), 3)
+    np.testing.assert_allclose(
+        closed_set["ece"], keras_gss.metrics.expected_calibration_error(probabilities, labels),
+        atol=1e-6)  # float32 vs float64 softmax
+    assert closed_set["threshold"] == keras_gss.evaluation.calibrate_threshold(scores, labels)
+    logits, scores, (labels, mask) = pooled(anomaly)
+    valid = mask != 255
+    want = keras_gss.metrics.anomaly_metrics(scores[valid], mask[valid] == 1)
+    assert 0.6 < want["auroc"] < 0.99
+    for key in ("auroc", "ap", "fpr95"):
+        assert results["s"]["model"][key] == pytest.approx(want[key], abs=1e-12)
+    msp = -np.exp(logits).max(-1) / np.exp(logits).sum(-1)
+    want = keras_gss.metrics.anomaly_metrics(msp[valid], mask[valid] == 1)
+    assert results["s"]["max_softmax"]["auroc"] == pytest.approx(want["auroc"], abs=1e-6)
+
+
+def test_datasets_single_or_batched_equal_arrays(rng, tmp_path):
+    import tensorflow as tf
+
+    model = PixelModel(rng)
+    examples = [_example(rng, (12, 10), True) for _ in range(5)]
+    images, labels, masks = (np.stack(column) for column in zip(*examples))
+    as_arrays = keras_gss.evaluate(model, images, labels,
+                                   anomaly_sets={"s": (images, labels, masks)}, verbose=0)
+    for batch in (None, 2):
+        closed = tf.data.Dataset.from_tensor_slices((images, labels))
+        anomaly = tf.data.Dataset.from_tensor_slices((images, labels, masks))
+        if batch:
+            closed, anomaly = closed.batch(batch), anomaly.batch(batch)
+        streamed = keras_gss.evaluate(model, closed, anomaly_sets={"s": anomaly}, verbose=0,
+                                      out_dir=str(tmp_path / f"batch{batch}"), name="pixel")
+        assert streamed["s"] == as_arrays["s"]
+        for key in ("miou", "threshold"):
+            assert streamed["closed_set"][key] == as_arrays["closed_set"][key]
+        np.testing.assert_allclose(streamed["closed_set"]["ece"], as_arrays["closed_set"]["ece"],
+                                   atol=1e-12)
+        assert os.path.getsize(tmp_path / f"batch{batch}" / "pixel_s_overlays.png") > 0
+    with pytest.raises(ValueError, match=r"`images` must be 2 arrays or yield 2-tuples"):
+        keras_gss.evaluate(model, [images[0]], verbose=0)

@@ -39,6 +39,8 @@ def test_readme_python_snippets_run(tmp_path):
     assert namespace["logits"].shape == (16, 32, 32, 3)
     assert namespace["scores"].shape == (16, 32, 32)
     assert set(np.asarray(namespace["open_set"]).ravel().tolist()) <= {0, 1, 2, 3}
+    streamed = next(n for n in namespaces if "results" in n)["results"]["closed_set"]
+    assert 0.0 <= streamed["miou"] <= 1.0 and len(streamed["iou"]) == 19
     restored = namespace["restored"]
     assert (restored.predict(namespace["images"], verbose=0)
             - namespace["logits"]).__abs__().max() < 1e-6

@@ -1,5 +1,7 @@
 """Momentum Sinkhorn EM for Gaussian-mixture heads (GMMSeg §3.3)."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -75,6 +77,12 @@ class SinkhornEM(keras.callbacks.Callback):
             Defaults to `0.999`.
         scale_momentum: float. Momentum γ_σ of the scales; the authors'
             code replaces them every M-step. Defaults to `0.0`.
+        starvation_steps: int or None. Warn once for each class whose
+            queues received no write for this many steps while training
+            (with the correct-only memory: none of its pixels was classified
+            correctly). Such a class keeps stale, broad Gaussians whose
+            log-determinant term loses the posterior to the fitted classes,
+            so it stays locked out. `None` disables. Defaults to `500`.
         verbose: int. `1` prints a line per M-step. Defaults to `0`.
 
     Example:
@@ -91,10 +99,12 @@ class SinkhornEM(keras.callbacks.Callback):
 
     def __init__(
         self, update_interval=5, mean_momentum=0.999, scale_momentum=0.0,
-        verbose=0,
+        starvation_steps=500, verbose=0,
     ):
         super().__init__()
         check_positive("update_interval", update_interval, integer=True)
+        if starvation_steps is not None:
+            check_positive("starvation_steps", starvation_steps, integer=True)
         for name, value in (("mean_momentum", mean_momentum),
                             ("scale_momentum", scale_momentum)):
             if not 0.0 <= value < 1.0:
@@ -104,14 +114,18 @@ class SinkhornEM(keras.callbacks.Callback):
         self.update_interval = update_interval
         self.mean_momentum = mean_momentum
         self.scale_momentum = scale_momentum
+        self.starvation_steps = starvation_steps
         self.verbose = verbose
+        self.starved_classes = []
         self._updates_done = None
+        self._written = None  # (pointer, count, step of the last write) per class
 
     def get_config(self):
         return {
             "update_interval": self.update_interval,
             "mean_momentum": self.mean_momentum,
             "scale_momentum": self.scale_momentum,
+            "starvation_steps": self.starvation_steps,
             "verbose": self.verbose,
         }
 
@@ -133,6 +147,7 @@ class SinkhornEM(keras.callbacks.Callback):
         memory.resync()  # exact moments for a fresh, loaded or resumed memory
         step = int(ops.convert_to_numpy(memory.step.value))
         self._updates_done = step // self.update_interval
+        self._written = None
 
     def on_epoch_end(self, epoch, logs=None):
         self._parts()[1].resync()  # clears float32 drift of the running sums
@@ -146,6 +161,36 @@ class SinkhornEM(keras.callbacks.Callback):
         if step // self.update_interval > self._updates_done:
             self._updates_done = step // self.update_interval
             self.update(head, memory)
+            self._check_starvation(head, memory, step)
+
+    def _check_starvation(self, head, memory, step):
+        """Warn once per class whose queues have not been written for long."""
+        if self.starvation_steps is None:
+            return
+        state = np.concatenate([ops.convert_to_numpy(memory.pointer.value),
+                                ops.convert_to_numpy(memory.count.value)], axis=1)
+        if self._written is None:
+            self._written = (state, np.full(len(state), step))
+            return
+        previous, last = self._written
+        last = np.where(np.any(state != previous, axis=1), step, last)
+        self._written = (state, last)
+        for c in np.flatnonzero(step - last >= self.starvation_steps):
+            if int(c) in self.starved_classes:
+                continue
+            self.starved_classes.append(int(c))
+            scales = ops.convert_to_numpy(head.scales)
+            others = np.delete(scales, c, axis=0)
+            warnings.warn(
+                f"SinkhornEM: class {c} has had no feature-memory write for "
+                f"{step - last[c]} steps (none of its pixels was classified "
+                "correctly, or none was seen). Its Gaussians stay stale "
+                f"(mean σ {scales[c].mean():.3f}, other classes "
+                f"{others.mean():.3f}) and cannot win the posterior. Try a "
+                "larger `variance_floor`, `class_norm=True`, "
+                "`starved_fallback=True` or a pretrained backbone.",
+                stacklevel=2,
+            )
 
     def update(self, head, memory):
         """Run one M-step now and write it into `head`."""

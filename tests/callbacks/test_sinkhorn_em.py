@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
+import warnings
 
 import numpy as np
 import pytest
@@ -86,11 +88,37 @@ def test_non_finite_parameters_are_refused():
     np.testing.assert_array_equal(ops.convert_to_numpy(head.means), before)
 
 
+def test_starved_class_warns_once(rng):
+    memory = FeatureMemory(3, 1, 4, capacity=32, samples_per_component=4)
+    head = GaussianMixtureHead(3, 1, 4)
+    head(np.zeros((1, 1, 1, 4), "float32"))
+    callback = SinkhornEM(update_interval=2, mean_momentum=0.5, starvation_steps=10)
+    callback.set_model(types.SimpleNamespace(gmm_head=head, feature_memory=memory))
+    callback.on_train_begin()
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    predictions = np.array([0, 0, 1, 1, 0, 1])  # class 2 is never classified correctly
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(30):
+            x = rng.normal(size=(6, 4)).astype("float32")
+            memory.write(x, labels, np.zeros(6, int), predictions=predictions)
+            callback.on_train_batch_end(0)
+    messages = [str(w.message) for w in caught if "SinkhornEM: class" in str(w.message)]
+    assert callback.starved_classes == [2]
+    # First M-step at step 2, so the warning comes at step 12, once.
+    assert len(messages) == 1
+    assert "class 2 has had no feature-memory write for 10 steps" in messages[0]
+    assert "mean σ 1.000" in messages[0]  # never fitted: still the initial scale
+    np.testing.assert_array_equal(ops.convert_to_numpy(memory.count)[:, 0], [32, 32, 0])  # full
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="`mean_momentum` must lie in"):
         SinkhornEM(mean_momentum=1.0)
     with pytest.raises(ValueError, match="`update_interval` must be a positive"):
         SinkhornEM(update_interval=0)
+    with pytest.raises(ValueError, match="`starvation_steps` must be a positive"):
+        SinkhornEM(starvation_steps=0)
 
 
 _SCRIPT = textwrap.dedent("""
