@@ -163,10 +163,11 @@ def test_trained_preset_card_and_interrupted_download(hub, tmp_path):
                HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
                TF_CPP_MIN_LOG_LEVEL="3")
     (tmp_path / "tiny.json").write_text(json.dumps(TINY_RECIPE))
-    cli = "import sys, keras_gss.cli; sys.exit(keras_gss.cli.main(sys.argv[1:]))"
-    _run(cli, env, "train", "tiny.json", "--out", "run", "--verbose", "0", cwd=tmp_path)
-    handle = _run(cli, env, "publish", "run/preset", "hf://tester/trained",
-                  cwd=tmp_path).strip().splitlines()[-1]
+    # Train, then publish, in one fresh process (each start costs ~15 s on 2 cores).
+    train_publish = ("import keras_gss.cli as c; assert c.main(['train', 'tiny.json', '--out', "
+                     "'run', '--verbose', '0']) == 0; c.main(['publish', 'run/preset', "
+                     "'hf://tester/trained'])")
+    handle = _run(train_publish, env, cwd=tmp_path).strip().splitlines()[-1]
     sha = handle.split("@")[1]
     repo = hub.repos["tester/trained"]
     card = repo["commits"][repo["log"][-1]]["README.md"].decode()
@@ -196,16 +197,16 @@ def test_trained_preset_card_and_interrupted_download(hub, tmp_path):
     assert offline.startswith("ERROR") and "interrupted" in offline, (offline, present)
 
     hub.truncate.clear()
-    out = _run(LOAD, env, handle, golden)
+    # The next load completes the download; predict (same process) uses the recorded threshold.
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "street.png")
+    out = _run(LOAD + "\nimport keras_gss.cli\nkeras_gss.cli.main(['predict', sys.argv[1], "
+               "'street.png', '--out', 'pred'])", env, handle, golden, cwd=tmp_path)
     assert out.startswith("LOADED"), out
     cache = scan_cache_dir(tmp_path / "hf" / "hub")
     files = {f.file_name: f.size_on_disk for r in cache.repos for rev in r.revisions
              if rev.commit_hash == sha for f in rev.files}
     assert files["task.weights.h5"] == len(repo_files["task.weights.h5"])
 
-    # predict uses the calibrated threshold recorded at training time.
-    from PIL import Image
-
-    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "street.png")
-    out = _run(cli, env, "predict", handle, "street.png", "--out", "pred", cwd=tmp_path)
     assert f"anomaly threshold {training['open_set']['threshold']:.4g}" in out

@@ -10,28 +10,31 @@ import keras_gss
 from keras_gss.models import pyramid_features
 
 
-def _train_a_few_steps(backbone):
+def _run_in_gmmseg(backbone, train=True):
     images = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype("float32")
     labels = np.random.default_rng(1).integers(0, 2, size=(4, 64, 64))
     model = keras_gss.models.GMMSegImageSegmenter(
         backbone, num_classes=2, num_components=2, embedding_dim=8, memory_size=16)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = model.fit(images, labels, batch_size=2, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
+    if train:  # tracing a train step costs ~30 s on 2 cores, so one backbone source trains
+        history = model.fit(images, labels, batch_size=2, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
     assert model.predict(images, verbose=0).shape == (4, 64, 64, 2)
     assert np.isfinite(model.predict_anomaly(images, verbose=0)).all()
     return model
 
 
 def test_keras_applications_model_with_named_layers():
-    resnet = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
-    features = pyramid_features(resnet, {"P2": "conv2_block3_out", "P3": "conv3_block4_out",
-                                         "P4": "conv4_block6_out"}, channels=32)
+    # A small keras.applications network: the test is about named layers, not capacity.
+    mobilenet = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35,
+                                               input_shape=(64, 64, 3))
+    features = pyramid_features(mobilenet, {"P2": "block_2_add", "P3": "block_5_add",
+                                            "P4": "block_12_add"}, channels=32)
     assert tuple(features.output.shape) == (None, 16, 16, 32)
     # The pyramid levels reach the output: each one's projection is in the graph.
     for level in ("P2", "P3", "P4"):
         assert features.get_layer(f"pyramid_features_{level}_projection") is not None
-    _train_a_few_steps(features)
+    _run_in_gmmseg(features, train=False)
 
 
 def test_keras_hub_feature_pyramid_backbone():
@@ -60,7 +63,7 @@ def test_keras_cv_mit_backbone_built_from_config():
     assert len([l for l in features.layers if l.name.endswith("_projection")]) == 4
     # keras-cv 0.9's MiT layers cannot be deserialized (their configs carry an `mlp` their
     # constructors reject), so presets need keras-hub backbones; training works.
-    _train_a_few_steps(features)
+    _run_in_gmmseg(features)
 
 
 def test_backbone_without_a_pyramid_is_a_clear_error():
