@@ -1,7 +1,6 @@
 import json
 import os
 
-import keras
 import pytest
 import numpy as np
 

@@ -8,10 +8,20 @@ from keras_gss.utils.checks import check_choice
 from keras_gss.utils.checks import check_finite
 from keras_gss.utils.checks import check_labels
 from keras_gss.utils.checks import check_positive
-from keras_gss.utils.checks import is_concrete
 from keras_gss.utils.checks import raise_label_error
 
 _NO_LABEL = -(2**31)
+
+
+def _xla_compiled():
+    """Whether TensorFlow is tracing a function with `jit_compile=True`."""
+    import tensorflow as tf
+
+    try:  # TensorFlow has no public test for this
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _distributed():
@@ -225,9 +235,9 @@ class FeatureMemory(keras.layers.Layer):
                            flat_index % self.capacity], axis=-1)
         # In place on one TensorFlow device; tf.distribute variables have no scatter_nd.
         tensorflow = keras.backend.backend() == "tensorflow" and not _distributed()
-        if tensorflow:  # a gather from the variable, not a read of all of it
+        if tensorflow and not _xla_compiled():  # a gather from the variable, not a read of all of it
             old = self.queue.value.gather_nd(slots)
-        else:
+        else:  # XLA has no gather from a resource, and a read there is not a copy
             old = ops.take(ops.reshape(self.queue.value, (-1, dim)), flat_index, axis=0)
         # Unused slots write back what they hold; S <= capacity keeps them apart.
         rows = ops.where(ops.reshape(filled, (-1, 1)), rows, old)

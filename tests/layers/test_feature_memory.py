@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -48,6 +49,30 @@ def test_fifo_ring_matches_reference(rng):
         order = [(pointer[i, j] - len(items) + k) % capacity for k in range(len(items))]
         np.testing.assert_array_equal(queue[i, j, order], np.array(items).reshape(-1, d))
     assert int(ops.convert_to_numpy(memory.step)) == 6
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="tf.function(jit_compile=True); JAX compiles every write")
+def test_xla_compiled_write_equals_eager_write(rng):
+    import tensorflow as tf
+
+    def build():
+        return FeatureMemory(3, 2, 4, capacity=7, samples_per_component=3)
+
+    eager, compiled = build(), build()
+    compiled_write = tf.function(compiled.write, jit_compile=True)
+    for step in range(6):
+        n = 40
+        features = rng.normal(size=(n, 4)).astype("float32")
+        labels = rng.choice([0, 1, 2, 255], size=n, p=[0.3, 0.3, 0.1, 0.3])
+        components = rng.integers(0, 2, size=n)
+        predictions = np.where(rng.random(n) < 0.7, labels, 0)
+        eager.write(features, labels, components, predictions=predictions)
+        compiled_write(features, labels, components, predictions=predictions)
+    for mine, theirs in zip(_memory_state(compiled) + (compiled.total, compiled.step),
+                            _memory_state(eager) + (eager.total, eager.step)):
+        np.testing.assert_array_equal(ops.convert_to_numpy(mine), ops.convert_to_numpy(theirs))
+    assert ops.convert_to_numpy(eager.count).sum() > 0
 
 
 def test_subsampling_is_evenly_spaced_and_deterministic():

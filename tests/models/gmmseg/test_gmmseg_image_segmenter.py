@@ -185,6 +185,30 @@ def test_resumed_training_continues_em_schedule(tmp_path):
     assert np.abs(seen[2] - means_at_7).max() > 0
 
 
+def test_xla_compiled_training_keeps_memory_consistent():
+    # TensorFlow's jit_compile="auto" picks XLA on a GPU, so the memory write must compile.
+    keras.utils.set_random_seed(3)
+    images, labels = make_scenes(16, seed=3)
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
+    assert model.jit_compile is True
+    history = model.fit(images, labels, batch_size=4, epochs=2, verbose=0,
+                        callbacks=[SinkhornEM(update_interval=4)])
+    memory = model.feature_memory
+    queue = ops.convert_to_numpy(memory.queue)
+    count = ops.convert_to_numpy(memory.count)
+    assert int(ops.convert_to_numpy(memory.step)) == 8
+    assert count.sum() > 0 and np.all(np.isfinite(history.history["loss"]))
+    # The running sums the M-step reads equal the queues' contents.
+    np.testing.assert_allclose(ops.convert_to_numpy(memory.total), queue.sum(axis=2), atol=1e-4)
+    np.testing.assert_allclose(ops.convert_to_numpy(memory.total_square),
+                               np.square(queue).sum(axis=2), atol=1e-4)
+    # No ring has wrapped yet, so each pointer is its count.
+    assert count.max() < memory.capacity
+    np.testing.assert_array_equal(ops.convert_to_numpy(memory.pointer), count)
+    assert np.all(np.isfinite(ops.convert_to_numpy(model.gmm_head.means)))
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_200_steps_on_digitscenes(policy):
     import tensorflow as tf
