@@ -14,6 +14,12 @@ predicted as each class), its memory fill and its fitted scales.
     python benchmarks/digitscenes_curve.py --model gmmseg --evals 750,1500 \\
         --gmmseg '{"class_norm": true}'
 
+`--balanced` streams the authors' class-balanced sampler (pick a class
+uniformly, then a training scene that contains it). `--save-backbone FILE`
+writes the backbone's weights at the first checkpoint, and `--init-backbone
+FILE` starts from them: a softmax-trained backbone as a stand-in for the
+paper's pretrained one.
+
 Each `fit` call of a checkpoint starts a fresh iterator over the stream. The
 test splits hold `--test-scenes` scenes (100 by default, the quick start uses
 200), so numbers differ slightly from the quick start's.
@@ -50,6 +56,12 @@ def main():
     parser.add_argument("--train-scenes", type=int, default=2000)
     parser.add_argument("--test-scenes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--balanced", action="store_true",
+                        help="class-balanced scene sampling, as the authors' sampler")
+    parser.add_argument("--save-backbone", default="",
+                        help="write the backbone weights (.weights.h5) at the first checkpoint")
+    parser.add_argument("--init-backbone", default="",
+                        help="start from these backbone weights (.weights.h5)")
     args = parser.parse_args()
     evals = [int(v) for v in args.evals.split(",")]
 
@@ -61,8 +73,11 @@ def main():
             for n, s in (("near", "test_near"), ("far", "test_far"))}
     keras.utils.set_random_seed(args.seed)
     classes = scenes.num_classes
+    trunk = backbone(96)
+    if args.init_backbone:
+        trunk.load_weights(args.init_backbone)
     if args.model == "softmax":
-        model = keras_hub.models.SegFormerImageSegmenter(backbone=backbone(96), num_classes=classes)
+        model = keras_hub.models.SegFormerImageSegmenter(backbone=trunk, num_classes=classes)
         model.compile(optimizer=keras.optimizers.AdamW(args.learning_rate),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
                                                                       ignore_class=255),
@@ -71,16 +86,26 @@ def main():
     else:
         options = dict(num_components=3, embedding_dim=32, memory_size=2000, class_norm=False)
         options.update(json.loads(args.gmmseg))
-        model = keras_gss.models.GMMSegImageSegmenter(backbone(96), num_classes=classes, **options)
+        model = keras_gss.models.GMMSegImageSegmenter(trunk, num_classes=classes, **options)
         model.compile(optimizer=keras.optimizers.AdamW(args.learning_rate))
         callbacks = [keras_gss.callbacks.SinkhornEM(update_interval=args.update_interval,
                                                     mean_momentum=args.mean_momentum)]
     stream = (tf.data.Dataset.from_tensor_slices((images, labels))
               .shuffle(len(images), seed=args.seed).repeat().batch(16, drop_remainder=True))
+    if args.balanced:
+        rng = np.random.default_rng(args.seed)
+        holding = [np.flatnonzero((labels == c).any((1, 2))) for c in range(classes)]
+        order = np.array([rng.choice(holding[c])
+                          for c in rng.integers(0, classes, size=16 * (max(evals) + 1))])
+        stream = (tf.data.Dataset.from_tensor_slices(order)
+                  .map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+                  .batch(16, drop_remainder=True))
     done, started = 0, time.time()
     for target in evals:
         model.fit(stream, epochs=1, steps_per_epoch=target - done, callbacks=callbacks, verbose=0)
         done = target
+        if args.save_backbone and target == evals[0]:
+            model.backbone.save_weights(args.save_backbone)
         results = keras_gss.evaluate(model, normalize_images(data["test"][0]), data["test"][1],
                                      anomaly_sets=sets, verbose=0)
         row = {"model": args.model, "step": done, "seconds": round(time.time() - started),
