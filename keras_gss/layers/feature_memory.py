@@ -9,6 +9,7 @@ from keras_gss.utils.checks import check_finite
 from keras_gss.utils.checks import check_labels
 from keras_gss.utils.checks import check_positive
 from keras_gss.utils.checks import raise_label_error
+from keras_gss.utils.numerics import l2_normalize
 
 _NO_LABEL = -(2**31)
 
@@ -22,6 +23,11 @@ def _xla_compiled():
     except ImportError:
         return False
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _random_unit_vectors(shape, dtype=None):
+    """Initializer: independent random directions on the unit sphere."""
+    return ops.cast(l2_normalize(keras.random.normal(shape, dtype="float32")), dtype)
 
 
 def _distributed():
@@ -68,6 +74,12 @@ class FeatureMemory(keras.layers.Layer):
             the stored embeddings; the M-step moments are always computed in
             float32. Unit-norm embeddings lose little in float16, which
             halves the memory. Defaults to `"float32"`.
+        fill: `"empty"` or `"random"`. `"random"` starts every queue full
+            of random unit vectors, as the authors' code does: until real
+            entries replace them, a class's Gaussians stay broad rather than
+            keep their initial σ = 1, which can lock a class out of the
+            posterior from the first M-step (see the README). Defaults to
+            `"empty"`.
 
     Example:
 
@@ -93,6 +105,7 @@ class FeatureMemory(keras.layers.Layer):
         starved_fallback=False,
         ignore_index=255,
         storage_dtype="float32",
+        fill="empty",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -113,6 +126,8 @@ class FeatureMemory(keras.layers.Layer):
         self.ignore_index = ignore_index
         check_choice("storage_dtype", storage_dtype, ("float32", "float16", "bfloat16"))
         self.storage_dtype = storage_dtype
+        check_choice("fill", fill, ("empty", "random"))
+        self.fill = fill
         self.build()
 
     def build(self, input_shape=None):
@@ -120,9 +135,11 @@ class FeatureMemory(keras.layers.Layer):
         # Replicas write the same all-gathered batch, so the first one's write stands for all.
         state = {"initializer": "zeros", "trainable": False,
                  "aggregation": "only_first_replica"}
+        random = self.fill == "random"
         self.queue = self.add_weight(
             shape=pairs + (self.capacity, self.embedding_dim), autocast=False,
-            dtype=self.storage_dtype, name="queue", **state,
+            dtype=self.storage_dtype, name="queue",
+            **dict(state, initializer=_random_unit_vectors if random else "zeros"),
         )
         # Running sums of the filled entries and their squares: the M-step
         # reads these (C, M, D) moments instead of the whole queue.
@@ -135,10 +152,16 @@ class FeatureMemory(keras.layers.Layer):
             name="total_square", **state,
         )
         self.pointer = self.add_weight(shape=pairs, dtype="int32", name="pointer", **state)
-        self.count = self.add_weight(shape=pairs, dtype="int32", name="count", **state)
+        self.count = self.add_weight(
+            shape=pairs, dtype="int32", name="count",
+            **dict(state, initializer=keras.initializers.Constant(
+                self.capacity if random else 0)),
+        )
         self.step = self.add_weight(shape=(), dtype="int32", name="step", **state)
         # [invalid labels, one invalid label value, non-finite embeddings].
         self.errors = self.add_weight(shape=(3,), dtype="int32", name="errors", **state)
+        if random:
+            self.resync()
         self.built = True
 
     def write(self, features, labels, components, predictions=None):
@@ -353,6 +376,7 @@ class FeatureMemory(keras.layers.Layer):
                 "starved_fallback": self.starved_fallback,
                 "ignore_index": self.ignore_index,
                 "storage_dtype": self.storage_dtype,
+                "fill": self.fill,
             }
         )
         return config

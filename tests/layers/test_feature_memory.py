@@ -190,3 +190,39 @@ def test_low_precision_storage_keeps_moments_close(rng, storage_dtype):
         np.testing.assert_allclose(ops.convert_to_numpy(b), ops.convert_to_numpy(a), atol=tolerance)
     with pytest.raises(ValueError, match="`storage_dtype` must be one of"):
         FeatureMemory(2, 2, 8, storage_dtype="int8")
+
+
+def test_random_fill_starts_full_and_real_entries_replace_it(rng):
+    """`fill="random"`: full queues of unit vectors whose moments and M-step match numpy."""
+    from keras_gss.callbacks.sinkhorn_em import momentum_m_step
+
+    c, m, d, capacity = 2, 3, 8, 50
+    memory = FeatureMemory(c, m, d, capacity=capacity, samples_per_component=5,
+                           correct_only=False, fill="random")
+    queue, pointer, count = _memory_state(memory)
+    assert np.all(count == capacity) and np.all(pointer == 0)
+    np.testing.assert_allclose(np.linalg.norm(queue, axis=-1), 1.0, atol=1e-6)
+    assert np.abs(queue[0, 0] @ queue[1, 2].T).mean() < 0.5  # independent directions
+    count_, mean, mean_square = (ops.convert_to_numpy(t) for t in memory.component_moments())
+    np.testing.assert_allclose(mean, queue.mean(2), atol=1e-6)
+    np.testing.assert_allclose(mean_square, (queue ** 2).mean(2), atol=1e-6)
+    # The first M-step sees broad Gaussians, not the initial σ = 1: around the normalised
+    # mean direction the variance is 1/D per dimension plus that direction's own square.
+    means, scales = momentum_m_step(count_, mean, mean_square, np.ones((c, m, d), "float32"),
+                                    np.ones((c, m, d), "float32"), 0.0, 0.0, 0.01)
+    direction = queue.mean(2) / np.linalg.norm(queue.mean(2), axis=-1, keepdims=True)
+    expected = np.sqrt(((queue - direction[:, :, None]) ** 2).mean(2) + 0.01)
+    np.testing.assert_allclose(ops.convert_to_numpy(scales), expected, rtol=1e-4)
+    assert abs(float(np.mean(expected ** 2)) - (2 / d + 0.01)) < 0.15 * (2 / d + 0.01)
+    features = rng.normal(size=(5, d)).astype("float32")
+    memory.write(features, np.zeros(5, int), np.zeros(5, int))
+    queue, pointer, count = _memory_state(memory)
+    assert count[0, 0] == capacity and pointer[0, 0] == 5
+    np.testing.assert_array_equal(queue[0, 0, :5], features)  # oldest random entries go first
+    np.testing.assert_allclose(ops.convert_to_numpy(memory.component_moments()[1]),
+                               queue.mean(2), atol=1e-6)
+    restored = FeatureMemory.from_config(memory.get_config())
+    assert restored.fill == "random"
+    assert np.all(ops.convert_to_numpy(restored.count) == capacity)
+    with pytest.raises(ValueError, match=r"`fill` must be one of \['empty', 'random'\]"):
+        FeatureMemory(c, m, d, fill="zeros")

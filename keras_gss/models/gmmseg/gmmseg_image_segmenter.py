@@ -85,6 +85,9 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             pixels instead. Defaults to `False`.
         memory_dtype: storage dtype of the feature memory (`"float32"`,
             `"float16"`, `"bfloat16"`). Defaults to `"float32"`.
+        memory_fill: `"empty"`, or `"random"` to start every queue full of
+            random unit vectors as the authors' code does. Defaults to
+            `"empty"`.
         sinkhorn_epsilon: float. Entropic weight of the E-step. Defaults to
             `0.05`.
         sinkhorn_iterations: int. Sinkhorn iterations. Defaults to `3`.
@@ -131,6 +134,7 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
         correct_only=True,
         starved_fallback=False,
         memory_dtype="float32",
+        memory_fill="empty",
         sinkhorn_epsilon=0.05,
         sinkhorn_iterations=3,
         contrast_loss_weight=0.01,
@@ -176,6 +180,7 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
             starved_fallback=starved_fallback,
             ignore_index=ignore_index,
             storage_dtype=memory_dtype,
+            fill=memory_fill,
             name="feature_memory",
         )
         self.upsample = keras.layers.Resizing(
@@ -220,6 +225,7 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
         self.correct_only = correct_only
         self.starved_fallback = starved_fallback
         self.memory_dtype = memory_dtype
+        self.memory_fill = memory_fill
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
         self.contrast_loss_weight = contrast_loss_weight
@@ -491,6 +497,7 @@ class GMMSegImageSegmenter(keras_hub.models.ImageSegmenter):
                 "correct_only": self.correct_only,
                 "starved_fallback": self.starved_fallback,
                 "memory_dtype": self.memory_dtype,
+                "memory_fill": self.memory_fill,
                 "sinkhorn_epsilon": self.sinkhorn_epsilon,
                 "sinkhorn_iterations": self.sinkhorn_iterations,
                 "contrast_loss_weight": self.contrast_loss_weight,

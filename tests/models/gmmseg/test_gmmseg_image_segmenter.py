@@ -209,6 +209,22 @@ def test_xla_compiled_training_keeps_memory_consistent():
     assert np.all(np.isfinite(ops.convert_to_numpy(model.gmm_head.means)))
 
 
+def test_random_memory_fill_fits_every_component_at_the_first_m_step():
+    # The authors' start: no component keeps its initial σ = 1 after the first M-step.
+    keras.utils.set_random_seed(4)
+    images, labels = make_scenes(8, seed=4)
+    model = tiny_model(memory_fill="random")
+    memory = model.feature_memory
+    assert memory.fill == "random" and model.get_config()["memory_fill"] == "random"
+    assert np.all(ops.convert_to_numpy(memory.count) == memory.capacity)
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0,
+              callbacks=[SinkhornEM(update_interval=2)])
+    scales = ops.convert_to_numpy(model.gmm_head.scales)
+    assert int(ops.convert_to_numpy(memory.step)) == 2
+    assert np.all(scales > 0.1) and np.all(scales < 0.9)
+    assert np.all(ops.convert_to_numpy(memory.count) == memory.capacity)
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_200_steps_on_digitscenes(policy):
     import tensorflow as tf
