@@ -6,9 +6,11 @@ DigitScenes with a shuffled `tf.data` stream, and at each checkpoint prints one
 JSON line: mIoU, per-class IoU, and AUROC (%) on near- and far-OOD for the
 model's own score (`model`, GMMSeg's likelihood) and for max softmax. At the
 end it splits that AUROC by which known pixels are the negatives (textures
-or known digits), which shows what a pooled AUROC measures; GMMSeg also
-reports where the digit pixels go (share of each digit class's pixels
-predicted as each class), its memory fill and its fitted scales.
+or known digits), which shows what a pooled AUROC measures. GMMSeg also
+reports which classes take the anomaly pixels, the median likelihood score of
+anomalies, textures and known digits, where the digit pixels go (share of
+each digit class's pixels predicted as each class), its memory fill and its
+fitted scales.
 
     python benchmarks/digitscenes_curve.py --model softmax --evals 750,1500,3000
     python benchmarks/digitscenes_curve.py --model gmmseg --evals 750,1500 \\
@@ -18,7 +20,8 @@ predicted as each class), its memory fill and its fitted scales.
 uniformly, then a training scene that contains it). `--save-backbone FILE`
 writes the backbone's weights at the first checkpoint, and `--init-backbone
 FILE` starts from them: a softmax-trained backbone as a stand-in for the
-paper's pretrained one.
+paper's pretrained one. `--freeze-backbone` then trains only the head, so a
+GMMSeg head is compared with the softmax classifier on the same features.
 
 Each `fit` call of a checkpoint starts a fresh iterator over the stream. The
 test splits hold `--test-scenes` scenes (100 by default, the quick start uses
@@ -62,6 +65,8 @@ def main():
                         help="write the backbone weights (.weights.h5) at the first checkpoint")
     parser.add_argument("--init-backbone", default="",
                         help="start from these backbone weights (.weights.h5)")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="train only the head on the (loaded) backbone's features")
     args = parser.parse_args()
     evals = [int(v) for v in args.evals.split(",")]
 
@@ -76,6 +81,7 @@ def main():
     trunk = backbone(96)
     if args.init_backbone:
         trunk.load_weights(args.init_backbone)
+    trunk.trainable = not args.freeze_backbone
     if args.model == "softmax":
         model = keras_hub.models.SegFormerImageSegmenter(backbone=trunk, num_classes=classes)
         model.compile(optimizer=keras.optimizers.AdamW(args.learning_rate),
@@ -127,6 +133,14 @@ def main():
                 values, anomaly, anomaly | ((labels_ >= low) & (labels_ < high)))["auroc"], 1)
                 for group, (low, high) in known_groups.items()}
             for score, values in scores.items()}}
+        if args.model == "gmmseg":
+            # Which class takes the anomalies, and how typical the model finds each group.
+            taken = np.bincount(logits.argmax(-1)[anomaly], minlength=classes)
+            row["anomaly_pixels_predicted_as"] = (taken / max(taken.sum(), 1)).round(2).tolist()
+            groups = {"anomaly": anomaly, **{group: (labels_ >= low) & (labels_ < high) & ~anomaly
+                                             for group, (low, high) in known_groups.items()}}
+            row["median_model_score"] = {group: round(float(np.median(scores["model"][mask])), 1)
+                                         for group, mask in groups.items()}
         print(json.dumps(row), flush=True)
     if args.model == "gmmseg":
         logits = model.predict(normalize_images(data["test"][0][:50]), verbose=0)
