@@ -128,19 +128,19 @@ def main():
         scores = {"max_softmax": np.asarray(keras_gss.baselines.max_softmax_score(logits))}
         if args.model == "gmmseg":
             scores["model"] = np.asarray(model.predict_anomaly(images_, verbose=0))
+        known = {group: (labels_ >= low) & (labels_ < high) & ~anomaly
+                 for group, (low, high) in known_groups.items()}
         row = {"split": name, "auroc_by_negatives": {
             score: {group: round(100 * keras_gss.metrics.anomaly_metrics(
-                values, anomaly, anomaly | ((labels_ >= low) & (labels_ < high)))["auroc"], 1)
-                for group, (low, high) in known_groups.items()}
+                values, anomaly, anomaly | mask)["auroc"], 1) for group, mask in known.items()}
             for score, values in scores.items()}}
         if args.model == "gmmseg":
             # Which class takes the anomalies, and how typical the model finds each group.
             taken = np.bincount(logits.argmax(-1)[anomaly], minlength=classes)
             row["anomaly_pixels_predicted_as"] = (taken / max(taken.sum(), 1)).round(2).tolist()
-            groups = {"anomaly": anomaly, **{group: (labels_ >= low) & (labels_ < high) & ~anomaly
-                                             for group, (low, high) in known_groups.items()}}
-            row["median_model_score"] = {group: round(float(np.median(scores["model"][mask])), 1)
-                                         for group, mask in groups.items()}
+            row["median_model_score"] = {
+                group: round(float(np.median(scores["model"][mask])), 1)
+                for group, mask in {"anomaly": anomaly, **known}.items()}
         print(json.dumps(row), flush=True)
     if args.model == "gmmseg":
         logits = model.predict(normalize_images(data["test"][0][:50]), verbose=0)
