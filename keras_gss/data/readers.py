@@ -30,6 +30,7 @@ Example, on a tiny Cityscapes-layout folder:
 >>> image, label = next(iter(read_cityscapes(root, "val")))
 >>> image.shape, image.dtype.name, int(label[0, 0])
 (TensorShape([4, 8, 3]), 'uint8', 13)
+>>> import shutil; shutil.rmtree(root)
 """
 
 import glob
