@@ -3,7 +3,8 @@
 1. Bytes of the `FeatureMemory` queue at the paper's settings (ADE20K:
    C=150, M=8; COCO-Stuff: C=171, M=5; Cityscapes: C=19, M=5; D=64, 32 000
    entries per queue) for each storage option (dtype × capacity), with the
-   measured resident size of building the ADE20K memory in a fresh process.
+   measured resident size of building the ADE20K memory in a fresh process,
+   and of the ADE20K preset's model for inference and for training.
 2. Effect on the fitted GMM: a synthetic mixture (`--classes` classes × M=8
    anisotropic components on the unit sphere, D=64) fills memories of each
    option; one M-step (no momentum) fits a GMM from each; the mean held-out
@@ -83,11 +84,23 @@ def main():
     for dtype, capacity in (("float16", 4000), ("float16", 8000)):
         peak, output = peak_extra_mb(
             "from keras_gss.layers import FeatureMemory",
-            f"memory = FeatureMemory(150, 8, 64, capacity={capacity}, storage_dtype='{dtype}')")
+            f"memory = FeatureMemory(150, 8, 64, capacity={capacity}, storage_dtype='{dtype}')\n"
+            "memory.build()")
         measured[(dtype, capacity)] = None if peak is None else peak * 2**20 / 1e9
     measured_note = "; ".join(
         f"ADE20K {d} × {q}: {v:.2f} GB" if v is not None else f"ADE20K {d} × {q}: failed"
         for (d, q), v in measured.items())
+
+    # The memory is training state: a model allocates it only when training starts.
+    preset = "gmmseg_segformer_b5_ade20k"
+    model_note = []
+    for label, extra in (("as built or loaded for inference", ""),
+                         ("once training allocates the memory", "\nmodel.feature_memory.build()")):
+        peak, _ = peak_extra_mb("import keras_gss", f"model = keras_gss.from_preset("
+                                f"{preset!r}, load_weights=False){extra}")
+        model_note.append(f"{label} {'failed' if peak is None else f'{peak * 2**20 / 1e9:.2f} GB'}")
+    model_note = f"Resident size of the `{preset}` model (float32 × 32 000): " + ", ".join(
+        model_note) + "."
 
     rng = np.random.default_rng(0)
     c, m = args.classes, 8
@@ -109,7 +122,8 @@ def main():
              f"in a fresh process: {measured_note}. Fit: {c} classes × {m} components, D={DIM}, "
              f"32 000 samples per component drawn as normalize(μ + σ⊙ε), σ per dimension in "
              f"[0.02, 0.15]; one M-step without momentum (variance floor 0.01); "
-             f"{args.held_out} held-out samples per component scored by their class's mixture.")
+             f"{args.held_out} held-out samples per component scored by their class's mixture. "
+             + model_note)
     record("Feature-memory footprint and fitted GMM", "python benchmarks/memory_footprint.py "
            + " ".join(sys.argv[1:]), "GB per setting and option:\n\n" + footprint + "\n\n" + fit,
            notes)

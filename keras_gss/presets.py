@@ -85,8 +85,8 @@ def from_preset(preset, load_weights=True, num_classes=None, revision=None,
 
     Zoo architectures ship with the package, so
     `from_preset(name, load_weights=False)` works offline. A directory is
-    one written by `model.save_to_preset(dir)` and restores everything,
-    GMM state and memory included.
+    one written by `model.save_to_preset(dir)` and restores the GMM state
+    too, and the feature memory if it was saved with `include_memory=True`.
 
     Args:
         preset: str. A name from `list_presets()`, a Hugging Face handle

@@ -199,6 +199,7 @@ def test_random_fill_starts_full_and_real_entries_replace_it(rng):
     c, m, d, capacity = 2, 3, 8, 50
     memory = FeatureMemory(c, m, d, capacity=capacity, samples_per_component=5,
                            correct_only=False, fill="random")
+    memory.build()
     queue, pointer, count = _memory_state(memory)
     assert np.all(count == capacity) and np.all(pointer == 0)
     np.testing.assert_allclose(np.linalg.norm(queue, axis=-1), 1.0, atol=1e-6)
@@ -223,6 +224,33 @@ def test_random_fill_starts_full_and_real_entries_replace_it(rng):
                                queue.mean(2), atol=1e-6)
     restored = FeatureMemory.from_config(memory.get_config())
     assert restored.fill == "random"
+    restored.build()
     assert np.all(ops.convert_to_numpy(restored.count) == capacity)
+    # reset() refills at random: full again, and no entry of the write survives.
+    memory.reset()
+    queue, pointer, count = _memory_state(memory)
+    assert np.all(count == capacity) and np.all(pointer == 0)
+    assert int(ops.convert_to_numpy(memory.step)) == 0
+    np.testing.assert_allclose(np.linalg.norm(queue, axis=-1), 1.0, atol=1e-6)
+    assert not np.any(np.all(np.isclose(queue[0, 0], features[0]), axis=-1))
+    np.testing.assert_allclose(ops.convert_to_numpy(memory.component_moments()[1]),
+                               queue.mean(2), atol=1e-6)
     with pytest.raises(ValueError, match=r"`fill` must be one of \['empty', 'random'\]"):
         FeatureMemory(c, m, d, fill="zeros")
+
+
+def test_storage_is_allocated_on_first_use_and_reset_empties_it(rng):
+    """Constructing a memory allocates nothing (inference never needs it); the first write
+    does, and reset() returns it to the empty state."""
+    memory = FeatureMemory(2, 2, 4, capacity=10**9, samples_per_component=3)
+    assert memory.built and not memory.allocated and memory.weights == []
+    memory.raise_for_errors()  # nothing counted, nothing allocated
+    assert not memory.allocated
+    small = FeatureMemory(2, 2, 4, capacity=6, samples_per_component=3, correct_only=False)
+    small.write(rng.normal(size=(20, 4)).astype("float32"), rng.integers(0, 2, size=20),
+                rng.integers(0, 2, size=20))
+    assert small.allocated and len(small.weights) == 7
+    assert ops.convert_to_numpy(small.count).sum() > 0
+    small.reset()
+    for variable in small.weights:
+        assert not np.any(ops.convert_to_numpy(variable)), variable.path

@@ -40,9 +40,11 @@ def tiny_model(**kwargs):
 
 def state(model):
     head, memory = model.gmm_head, model.feature_memory
-    return {name: ops.convert_to_numpy(v).copy() for name, v in (
-        ("means", head.means), ("scales", head.scales), ("queue", memory.queue),
-        ("pointer", memory.pointer), ("count", memory.count), ("step", memory.step))}
+    variables = [("means", head.means), ("scales", head.scales)]
+    if memory.allocated:  # training allocates it
+        variables += [("queue", memory.queue), ("pointer", memory.pointer),
+                      ("count", memory.count), ("step", memory.step)]
+    return {name: ops.convert_to_numpy(v).copy() for name, v in variables}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +124,7 @@ def test_keras_save_load_round_trip(trained, tmp_path):
 def test_preset_round_trip_in_fresh_process(trained, tmp_path):
     model, _, _, images = trained
     preset = str(tmp_path / "preset")
-    model.save_to_preset(preset)
+    model.save_to_preset(preset, include_memory=True)
     np.savez(tmp_path / "expected.npz", images=images[:4],
              logits=model.predict(images[:4], verbose=0),
              scores=model.predict_anomaly(images[:4], verbose=0), **state(model))
@@ -152,6 +154,37 @@ def test_preset_round_trip_in_fresh_process(trained, tmp_path):
     assert new.num_classes == 5
     for a, b in zip(new.backbone.weights, model.backbone.weights):
         np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+
+
+def test_memory_is_training_state_left_out_of_presets(trained, tmp_path):
+    """A model allocates its memory only when training starts, a preset leaves it out by
+    default, and a file without it empties a trained model's memory."""
+    model, _, _, images = trained
+    fresh = tiny_model(memory_size=10**9)  # 1.5e10 values if it were allocated
+    fresh.predict(images[:2], verbose=0)
+    assert not fresh.feature_memory.allocated
+    assert not any(v.path.startswith("feature_memory") for v in fresh.variables)
+    lean, full = str(tmp_path / "lean"), str(tmp_path / "full")
+    model.save_to_preset(lean)
+    model.save_to_preset(full, include_memory=True)
+    size = lambda d: os.path.getsize(os.path.join(d, "task.weights.h5"))  # noqa: E731
+    assert size(full) - size(lean) >= 4 * int(np.prod(model.feature_memory.queue.shape))
+    loaded = keras_gss.from_preset(lean)
+    assert not loaded.feature_memory.allocated
+    np.testing.assert_allclose(loaded.predict(images[:4], verbose=0),
+                               model.predict(images[:4], verbose=0), atol=1e-6)
+    for name, value in state(loaded).items():  # means and scales only
+        np.testing.assert_array_equal(value, state(model)[name], err_msg=name)
+    # Fine-tuning allocates an empty memory, whose step counter starts at 0.
+    _, labels = make_scenes(8, seed=7)
+    loaded.compile(optimizer=keras.optimizers.Adam(1e-3))
+    loaded.fit(images[:8], labels, batch_size=4, epochs=1, verbose=0,
+               callbacks=[SinkhornEM(update_interval=10**6)])
+    tuned = state(loaded)
+    assert int(tuned["step"]) == 2 and 0 < tuned["count"].sum() <= 2 * 6 * 8
+    loaded.load_task_weights(os.path.join(lean, "task.weights.h5"))
+    for variable in loaded.feature_memory.weights:
+        assert not np.any(ops.convert_to_numpy(variable)), variable.path
 
 
 def test_resumed_training_continues_em_schedule(tmp_path):
@@ -216,7 +249,7 @@ def test_random_memory_fill_fits_every_component_at_the_first_m_step():
     model = tiny_model(memory_fill="random")
     memory = model.feature_memory
     assert memory.fill == "random" and model.get_config()["memory_fill"] == "random"
-    assert np.all(ops.convert_to_numpy(memory.count) == memory.capacity)
+    assert not memory.allocated  # until training starts
     model.fit(images, labels, batch_size=4, epochs=1, verbose=0,
               callbacks=[SinkhornEM(update_interval=2)])
     scales = ops.convert_to_numpy(model.gmm_head.scales)
