@@ -30,11 +30,16 @@ def _random_unit_vectors(shape, dtype=None):
     return ops.cast(l2_normalize(keras.random.normal(shape, dtype="float32")), dtype)
 
 
-def _distributed():
-    """Whether a `tf.distribute` strategy other than the default is active."""
-    import tensorflow as tf
+def _device_handle(variable):
+    """The resource handle of this device's copy of a TensorFlow variable.
 
-    return tf.distribute.has_strategy()
+    Under `tf.distribute`, in a replica, that is the replica's own copy;
+    `None` in a cross-replica context, where a variable has several.
+    """
+    try:
+        return variable.handle
+    except ValueError:
+        return None
 
 
 @keras.saving.register_keras_serializable(package="keras_gss")
@@ -279,10 +284,13 @@ class FeatureMemory(keras.layers.Layer):
         pair = flat_index // self.capacity
         slots = ops.stack([pair // self.num_components, pair % self.num_components,
                            flat_index % self.capacity], axis=-1)
-        # In place on one TensorFlow device; tf.distribute variables have no scatter_nd.
-        tensorflow = keras.backend.backend() == "tensorflow" and not _distributed()
-        if tensorflow and not _xla_compiled():  # a gather from the variable, not a read of all of it
-            old = self.queue.value.gather_nd(slots)
+        tensorflow = keras.backend.backend() == "tensorflow"
+        if tensorflow:
+            import tensorflow as tf
+        handle = _device_handle(self.queue.value) if tensorflow else None
+        if handle is not None and not _xla_compiled():  # a gather, not a read of the whole queue
+            old = tf.raw_ops.ResourceGatherNd(resource=handle, indices=slots,
+                                              dtype=self.queue.value.dtype)
         else:  # XLA has no gather from a resource, and a read there is not a copy
             old = ops.take(ops.reshape(self.queue.value, (-1, dim)), flat_index, axis=0)
         # Unused slots write back what they hold; S <= capacity keeps them apart.
@@ -294,9 +302,14 @@ class FeatureMemory(keras.layers.Layer):
             ops.reshape(new_f32 - old_f32, per_pair), axis=2))
         self.total_square.assign(self.total_square.value + ops.sum(
             ops.reshape(ops.square(new_f32) - ops.square(old_f32), per_pair), axis=2))
-        if tensorflow:
-            # In place: a functional update would copy the whole queue every step.
-            self.queue.value.scatter_nd_update(slots, rows)
+        # In place: a functional update would copy the whole queue every step. Under
+        # tf.distribute each replica writes its own copy (the rows are the same on all).
+        if handle is not None:
+            tf.raw_ops.ResourceScatterNdUpdate(ref=handle, indices=slots, updates=rows)
+        elif tensorflow:  # cross-replica tf.distribute context: every device's copy
+            tf.distribute.get_strategy().extended.update(
+                self.queue.value, lambda local, i, u: local.scatter_nd_update(i, u),
+                args=(slots, rows), group=False)  # grouping would read the queue back
         else:  # JAX donates the training state, so XLA updates it in place
             queue = ops.reshape(self.queue.value, (-1, dim))
             queue = ops.scatter_update(queue, flat_index[:, None], rows)
