@@ -48,6 +48,7 @@ MIRRORED = textwrap.dedent("""
         weights = [ops.convert_to_numpy(v) for v in model.trainable_variables]
         # Each replica writes its own copy of the queue in place: the copies must agree.
         copies = getattr(memory.queue.value, "values", ())
+        state["copies"] = np.float64(len(copies))
         state["replica_copies"] = np.float64(max(
             (np.abs(c.numpy() - copies[0].numpy()).max() for c in copies[1:]), default=0.0))
         return state, weights, history.history["loss"]
@@ -57,8 +58,9 @@ MIRRORED = textwrap.dedent("""
     assert two.num_replicas_in_sync == 2
     two_state, two_weights, two_loss = run(two)
     report = {"loss": [one_loss, two_loss], "filled": int(one_state["count"].sum()),
-              "replica_copies": float(two_state.pop("replica_copies"))}
-    one_state.pop("replica_copies")
+              "replica_copies": float(two_state.pop("replica_copies")),
+              "copies": int(two_state.pop("copies"))}
+    one_state.pop("replica_copies"), one_state.pop("copies")
     for name in one_state:
         report[name] = float(np.max(np.abs(one_state[name].astype("float64")
                                            - two_state[name].astype("float64"))))
@@ -79,7 +81,7 @@ def test_two_replicas_match_one_replica():
     report = json.loads(result.stdout.split("REPORT", 1)[1])
     assert report["filled"] > 0 and report["step"] == 0 and report["count"] == 0
     assert report["pointer"] == 0, report
-    assert report["replica_copies"] == 0.0, report  # the two replicas' memories are one
+    assert report["copies"] == 2 and report["replica_copies"] == 0.0, report  # one memory
     for name in ("means", "scales", "queue"):
         assert report[name] <= 1e-5, {k: v for k, v in report.items() if k != "loss"}
     assert report["weights"] <= 1e-4, report
