@@ -25,7 +25,7 @@ SETUP = """
 import os, numpy as np, tensorflow as tf
 from keras import ops
 from keras_gss.layers import GaussianMixtureHead
-from keras_gss.layers.gaussian_mixture_head import diagonal_gaussian_log_likelihood
+from keras_gss.ops import diagonal_gaussian_log_likelihood
 C, M, D, SHAPE = {classes}, {components}, {dim}, {shape}
 rng = np.random.default_rng(0)
 features = rng.normal(size=SHAPE).astype("float32")

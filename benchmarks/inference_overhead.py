@@ -20,7 +20,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
-import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -48,19 +47,11 @@ def build(family, head, size):
     shape = (size, size, 3)
     if family == "SegFormer-B0":
         backbone = keras_gss.models.segformer_backbone("b0", image_shape=shape)
-        hub_softmax = keras_hub.models.SegFormerImageSegmenter
     else:
         backbone = keras_gss.models.deeplabv3plus_backbone("resnet50", image_shape=shape)
-        hub_softmax = keras_hub.models.DeepLabV3ImageSegmenter
     kind, classes, components = head
-    if kind == "keras-hub softmax":
-        return hub_softmax(backbone=backbone, num_classes=classes)
-    if kind == "softmax":
-        # The GMM model's graph with a 1×1 softmax classifier in place of the GMM head.
-        features = keras_gss.models.dense_features(backbone)
-        logits = keras.layers.Conv2D(classes, 1)(features.output)
-        logits = keras.layers.Resizing(size, size, interpolation="bilinear")(logits)
-        return keras.Model(features.input, logits)
+    if kind == "softmax":  # the same base and stride-4 features, a 1×1 classifier
+        return keras_gss.models.SoftmaxImageSegmenter(backbone, num_classes=classes)
     return keras_gss.models.GMMSegImageSegmenter(
         backbone, num_classes=classes, num_components=components, embedding_dim=64,
         memory_size=1)  # the memory is training-only; keep it small here
@@ -73,8 +64,7 @@ def main():
     parser.add_argument("--families", default="SegFormer-B0,DeepLabV3+ ResNet-50")
     args = parser.parse_args()
     size = args.image_size
-    heads = [("keras-hub softmax", 19, None), ("softmax", 19, None), ("GMM", 19, 5),
-             ("keras-hub softmax", 150, None), ("softmax", 150, None), ("GMM", 150, 8)]
+    heads = [("softmax", 19, None), ("GMM", 19, 5), ("softmax", 150, None), ("GMM", 150, 8)]
     image = tf.constant(np.random.default_rng(0).normal(size=(1, size, size, 3)), tf.float32)
     rows, summary = [], []
     for family in args.families.split(","):
@@ -113,10 +103,9 @@ def main():
     table = markdown_table(["backbone", "head", "median ms", "GMACs", "head share of GMACs",
                             "time overhead vs softmax", "extra multiply-adds"], rows)
     notes = (f"Batch 1, {size}×{size}, median of {args.runs} warm runs (interleaved). "
-             "Overheads are against `softmax`: the same backbone and stride-4 features as the "
-             "GMM model, a 1×1 classifier, logits upsampled (the GMM model's graph with the head "
-             "swapped). `keras-hub softmax` is the library's own segmenter; its DeepLabV3 "
-             "classifies after upsampling the features to full resolution. "
+             "Overheads are against `softmax` (`SoftmaxImageSegmenter`): the same base, "
+             "backbone and stride-4 features as the GMM model, a 1×1 classifier, logits "
+             "upsampled. "
              "GMACs from TensorFlow's profiler on the frozen forward graph (ops it has no "
              "cost model for count as 0). `head share`: the head's part of the "
              "model's multiply-adds (all but the backbone's dense features). `extra "

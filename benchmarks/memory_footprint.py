@@ -25,9 +25,9 @@ from keras import ops  # noqa: E402
 from common import markdown_table  # noqa: E402
 from common import peak_extra_mb  # noqa: E402
 from common import record  # noqa: E402
-from keras_gss.callbacks.sinkhorn_em import momentum_m_step  # noqa: E402
+from keras_gss.ops import momentum_m_step  # noqa: E402
 from keras_gss.layers import FeatureMemory  # noqa: E402
-from keras_gss.layers.gaussian_mixture_head import diagonal_gaussian_log_likelihood  # noqa: E402
+from keras_gss.ops import diagonal_gaussian_log_likelihood  # noqa: E402
 
 SETTINGS = {"ADE20K": (150, 8), "COCO-Stuff": (171, 5), "Cityscapes": (19, 5)}
 OPTIONS = [("float32", 32000), ("float16", 32000), ("bfloat16", 32000), ("float32", 8000),

@@ -19,6 +19,7 @@ on by `fit`.
 
 import argparse
 
+import keras_gss  # first: it keeps TensorFlow's C++ start-up log quiet
 import tensorflow as tf
 
 
@@ -31,6 +32,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16, help="global batch size")
     parser.add_argument("--out", default="outputs/distributed_preset")
     args = parser.parse_args()
+    keras_gss.utils.quiet.quiet_frameworks()
     if args.cpu_devices:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -45,7 +47,6 @@ def main():
 
     import keras
 
-    import keras_gss
     from keras_gss.data import DigitScenes
     from keras_gss.data import normalize_images
 

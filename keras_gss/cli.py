@@ -6,6 +6,8 @@ import os
 import shlex
 import sys
 
+from keras_gss.utils.quiet import quiet_frameworks
+
 
 def preset_status(record):
     """"trained, <revision>", "trained here (<metrics>), not published" or
@@ -123,26 +125,6 @@ def _image_paths(items):
     return paths
 
 
-def _calibrated_threshold(preset):
-    """The threshold recorded at training time, if the preset has one."""
-    import json
-
-    from keras_gss.presets import PRESETS
-    from keras_gss.training import TRAINING_FILE
-
-    if preset in PRESETS:
-        return PRESETS[preset]["open_set"]["threshold"]
-    if preset.startswith("hf://"):
-        from keras_gss.hub import download_preset
-
-        preset = download_preset(preset)
-    path = os.path.join(preset, TRAINING_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as file:
-        return json.load(file).get("open_set", {}).get("threshold")
-
-
 def _predict(args):
     import matplotlib
     import numpy as np
@@ -151,10 +133,11 @@ def _predict(args):
     import keras_gss
     from keras_gss.baselines import max_softmax_score
     from keras_gss.data import normalize_images
+    from keras_gss.models.open_set_image_segmenter import predict_logits_and_scores
 
     model = keras_gss.from_preset(args.preset)
     calibrated = args.threshold if args.threshold is not None \
-        else _calibrated_threshold(args.preset)
+        else getattr(model, "anomaly_threshold", None)
     height, width = model.input.shape[1:3]
     os.makedirs(args.out, exist_ok=True)
     palette = (np.asarray(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
@@ -162,12 +145,10 @@ def _predict(args):
         image = np.asarray(Image.open(path).convert("RGB").resize((width, height),
                                                                   Image.BILINEAR))
         batch = normalize_images(image[None])
-        logits = np.asarray(model.predict(batch, verbose=0))[0]
+        logits, score = predict_logits_and_scores(model, batch)
+        logits = logits[0]
         classes = logits.argmax(-1)
-        if hasattr(model, "predict_anomaly"):
-            score = np.asarray(model.predict_anomaly(batch, verbose=0))[0]
-        else:
-            score = np.asarray(max_softmax_score(logits[None]))[0]
+        score = (np.asarray(max_softmax_score(logits[None])) if score is None else score)[0]
         # Without a calibrated threshold, flag each image's top 5% for viewing.
         threshold = calibrated if calibrated is not None else np.quantile(score, 0.95)
         spread = np.ptp(score) or 1.0
@@ -265,9 +246,19 @@ def main(argv=None):
     publishing.add_argument("--message", default=None, help="commit message")
     publishing.add_argument("--private", action="store_true", help="create the repo private")
     publishing.set_defaults(run=_publish)
+    for command in commands.choices.values():
+        command.add_argument("--debug", action="store_true",
+                             help="show the Python traceback of an error")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args.run(args)
+    quiet_frameworks()
+    try:
+        return args.run(args)
+    except (ValueError, OSError, ImportError) as error:  # bad input: one line, no traceback
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

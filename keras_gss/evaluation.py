@@ -9,6 +9,7 @@ from keras import ops
 from keras_gss import baselines
 from keras_gss import metrics
 from keras_gss.inference import predict_sliding_window
+from keras_gss.models.open_set_image_segmenter import predict_logits_and_scores
 
 DEFAULT_SCORES = ("max_softmax", "entropy", "max_logit", "energy")
 
@@ -75,8 +76,8 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
     """Closed-set mIoU / ECE and, per anomaly set, AUROC / AP / FPR95 per score.
 
     The scores are the softmax baselines named in `scores`, computed from
-    the model's logits, plus the model's own `predict_anomaly` when it has
-    one (reported as `"model"`). Anomaly metrics pool the pixels of a set
+    the model's logits, plus a keras_gss model's own anomaly score
+    (reported as `"model"`; logits and score come from one pass). Anomaly metrics pool the pixels of a set
     (void pixels that are not anomalies are excluded) and are exact.
 
     Sets are arrays, or streams: a `tf.data.Dataset` (e.g. from
@@ -154,10 +155,8 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
             out = predict_sliding_window(model, set_images, batch_size=batch_size,
                                          verbose=progress, **sliding_window)
             return np.asarray(out["logits"]), out.get("anomaly_score")
-        set_logits = model.predict(set_images, batch_size=batch_size, verbose=progress)
-        score = (model.predict_anomaly(set_images, batch_size=batch_size, verbose=progress)
-                 if hasattr(model, "predict_anomaly") else None)
-        return np.asarray(set_logits), score
+        return predict_logits_and_scores(model, set_images, batch_size=batch_size,
+                                         verbose=progress)
 
     confusion, sums, inlier_scores = 0, 0, []
     for (chunk_images, chunk_labels), progress in stream(images, 2, "`images`"):
@@ -209,13 +208,16 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
         results[set_name] = {score: metrics.anomaly_metrics(v, anomaly)
                              for score, v in values.items()}
         if out_dir:
-            best = max(results[set_name], key=lambda s: results[set_name][s]["auroc"])
+            # The model's own score where it has one: the figure shows what the model says.
+            shown_score = "model" if "model" in results[set_name] else max(
+                results[set_name], key=lambda s: results[set_name][s]["auroc"])
             columns = list(zip(*shown))
             figures.append(plots.plot_overlays(
                 os.path.join(out_dir, f"{name}_{set_name}_overlays.png"),
-                columns[0], columns[1], columns[2], [m[best] for m in columns[3]],
+                columns[0], columns[1], columns[2], [m[shown_score] for m in columns[3]],
                 num_classes, anomaly=columns[4],
-                title=f"{name} on {set_name}: anomaly score = {best}"))
+                title=f"{name} on {set_name}: anomaly score = "
+                      f"{getattr(model, 'score_name', shown_score)}"))
             figures.append(plots.plot_roc_pr(
                 os.path.join(out_dir, f"{name}_{set_name}_roc_pr.png"),
                 {s: metrics.roc_pr_curves(v, anomaly) for s, v in values.items()},

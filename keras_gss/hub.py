@@ -1,4 +1,4 @@
-"""Presets on the Hugging Face Hub: download, publish, verify.
+"""Hub I/O: pinned downloads, uploads and model cards (`keras_gss.presets` builds models).
 
 Handles are `"hf://org/repo"` or `"hf://org/repo@revision"`. Downloads go
 through `huggingface_hub`'s cache; a handle pinned to a commit is immutable,
@@ -7,15 +7,12 @@ so once cached it loads with no request at all.
 
 import os
 import re
-import tempfile
 
-import numpy as np
+from keras_gss.preset_files import PRESET_FILES
 
 GOLDEN_INPUT = os.path.join("test", "input.npz")
 GOLDEN_EXPECTED = os.path.join("test", "expected.npz")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-# What a loadable preset holds; a cached snapshot missing one was cut short.
-PRESET_FILES = ("task.json", "config.json", "model.weights.h5", "task.weights.h5")
 
 
 def _complete(folder):
@@ -112,13 +109,6 @@ def download_preset(handle, revision=None, cache_dir=None, local_files_only=Fals
     return folder
 
 
-def _golden(model, images):
-    expected = {"logits": np.asarray(model.predict(images, verbose=0))}
-    if hasattr(model, "predict_anomaly"):
-        expected["anomaly_score"] = np.asarray(model.predict_anomaly(images, verbose=0))
-    return expected
-
-
 def _metrics_table(results):
     from keras_gss.evaluation import format_table
 
@@ -211,34 +201,23 @@ def model_card(repo, description, training=None, revision=None, record=None):
     return "\n".join(lines)
 
 
-def preset_card(name):
-    """The model card of a zoo preset, from its record (`zoo/cards/<name>.md`)."""
-    from keras_gss.presets import PRESETS
-
-    record = PRESETS[name]
-    repo, _ = parse_handle(record["weights"]["handle"])
-    return model_card(repo, record["description"], revision=record["weights"]["revision"],
-                      record=record)
-
-
-def _description(model):
+def describe(model):
+    """The card's paragraph for a model published from a model object."""
     classes = model.get_config().get("num_classes")
     return (f"`{type(model).__name__}` with {classes} classes, saved by keras_gss. It gives "
-            "class logits `(B, H, W, C)` and, for open-set models, a per-pixel anomaly score "
-            "(higher = more anomalous).")
+            "class logits `(B, H, W, C)` and a per-pixel anomaly score (higher = more "
+            "anomalous).")
 
 
-def publish_preset(model, handle, commit_message=None, token=None, private=False):
-    """Upload a model as a preset, with golden tensors and a model card.
-
-    Two commits: the preset and golden tensors, then the model card naming
-    that first commit as the weights revision.
+def upload_preset(folder, repo, description, training=None, commit_message=None, token=None,
+                  private=False):
+    """Upload a preset folder, then its model card naming that commit.
 
     Args:
-        model: a keras_gss task model, or a preset directory (a
-            `keras-gss train` output keeps its `training.json`, from which
-            the card's metrics and training command are written).
-        handle: `"hf://org/repo"`; the repo is created if needed.
+        folder: a preset directory (with its golden tensors).
+        repo: `"org/repo"`; created if needed.
+        description: the card's paragraph on the model.
+        training: the preset's `training.json`, or None.
         commit_message: str. Defaults to "Upload keras_gss preset".
         token: Hub token. Defaults to the logged-in one.
         private: bool. Create the repo private.
@@ -246,74 +225,13 @@ def publish_preset(model, handle, commit_message=None, token=None, private=False
     Returns:
         The handle pinned to the weights commit, `"hf://org/repo@<commit>"`.
     """
-    import json
-    import shutil
-
     import huggingface_hub
 
-    from keras_gss.presets import from_preset
-    from keras_gss.training import TRAINING_FILE
-
-    repo, revision = parse_handle(handle)
-    if revision:
-        raise ValueError(
-            f"`handle` must not pin a revision when publishing; received {handle!r}."
-        )
-    with tempfile.TemporaryDirectory() as folder:
-        folder = os.path.join(folder, "preset")
-        if isinstance(model, str):
-            shutil.copytree(model, folder)
-            model = from_preset(folder)
-        else:
-            model.save_to_preset(folder)
-        shape = (1,) + tuple(model.input.shape[1:])
-        images = np.random.default_rng(0).normal(size=shape).astype("float32")
-        os.makedirs(os.path.join(folder, "test"), exist_ok=True)
-        np.savez(os.path.join(folder, GOLDEN_INPUT), images=images)
-        np.savez(os.path.join(folder, GOLDEN_EXPECTED), **_golden(model, images))
-        training = None
-        if os.path.isfile(os.path.join(folder, TRAINING_FILE)):
-            with open(os.path.join(folder, TRAINING_FILE)) as file:
-                training = json.load(file)
-        api = huggingface_hub.HfApi(token=token)
-        api.create_repo(repo, exist_ok=True, private=private)
-        message = commit_message or "Upload keras_gss preset"
-        weights = api.upload_folder(folder_path=folder, repo_id=repo, commit_message=message)
-        card = model_card(repo, _description(model), training=training, revision=weights.oid)
-        api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo,
-                        commit_message=f"Model card for {weights.oid[:12]}")
+    api = huggingface_hub.HfApi(token=token)
+    api.create_repo(repo, exist_ok=True, private=private)
+    message = commit_message or "Upload keras_gss preset"
+    weights = api.upload_folder(folder_path=folder, repo_id=repo, commit_message=message)
+    card = model_card(repo, description, training=training, revision=weights.oid)
+    api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo,
+                    commit_message=f"Model card for {weights.oid[:12]}")
     return f"hf://{repo}@{weights.oid}"
-
-
-def verify_preset(preset, atol=1e-5, **download_options):
-    """Reload a published preset and compare it with its golden tensors.
-
-    Args:
-        preset: an `hf://` handle or a downloaded preset directory.
-        atol: largest absolute difference allowed.
-        **download_options: for `download_preset` (`cache_dir`, ...).
-
-    Returns:
-        dict output name -> largest absolute difference.
-
-    Raises:
-        ValueError: an output differs by more than `atol`.
-    """
-    from keras_gss.presets import from_preset
-
-    folder = download_preset(preset, **download_options) if preset.startswith("hf://") \
-        else preset
-    golden = os.path.join(folder, GOLDEN_EXPECTED)
-    if not os.path.isfile(golden):
-        raise OSError(f"Preset {preset!r} has no {GOLDEN_EXPECTED}; publish it with "
-                      "keras_gss.publish_preset to get one.")
-    model = from_preset(folder)
-    images = np.load(os.path.join(folder, GOLDEN_INPUT))["images"]
-    expected = dict(np.load(golden))
-    differences = {name: float(np.max(np.abs(value - expected[name])))
-                   for name, value in _golden(model, images).items() if name in expected}
-    bad = {k: v for k, v in differences.items() if not v <= atol}
-    if bad:
-        raise ValueError(f"Preset {preset!r} does not reproduce its golden outputs: largest "
-                         f"differences {bad} exceed atol={atol}.")
-    return differences

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from keras_gss.models.open_set_image_segmenter import predict_logits_and_scores
 from keras_gss.utils.checks import check_positive
 
 
@@ -32,8 +33,8 @@ def predict_sliding_window(model, images, crop, stride, batch_size=8, verbose=0)
     are averaged over the windows covering each pixel; padding is cut off.
 
     Args:
-        model: a segmenter with a square `crop × crop` input; if it has
-            `predict_anomaly`, scores are computed too.
+        model: a segmenter with a square `crop × crop` input; for a
+            keras_gss segmenter, anomaly scores come from the same pass.
         images: array `(N, H, W, 3)`, prepared as the model expects.
         crop: int. Window side; must equal the model's input size.
         stride: int. Step between windows, at most `crop`.
@@ -69,21 +70,19 @@ def predict_sliding_window(model, images, crop, stride, batch_size=8, verbose=0)
     padded[:, :height, :width] = images
     tops, lefts = window_starts(height, crop, stride), window_starts(width, crop, stride)
     boxes = [(top, left) for top in tops for left in lefts]
-    with_scores = hasattr(model, "predict_anomaly")
     logits = scores = None
+    with_scores = False
     covered = np.zeros((padded_h, padded_w, 1), np.float32)
     for top, left in boxes:
         covered[top:top + crop, left:left + crop] += 1.0
     for index in range(count):
         windows = np.stack([padded[index, t:t + crop, l:l + crop] for t, l in boxes])
-        window_logits = np.asarray(model.predict(windows, batch_size=batch_size,
-                                                 verbose=verbose))
+        window_logits, window_scores = predict_logits_and_scores(
+            model, windows, batch_size=batch_size, verbose=verbose)
+        with_scores = window_scores is not None
         if logits is None:
             logits = np.zeros((count, padded_h, padded_w, window_logits.shape[-1]), np.float32)
             scores = np.zeros((count, padded_h, padded_w, 1), np.float32)
-        window_scores = (np.asarray(model.predict_anomaly(windows, batch_size=batch_size,
-                                                          verbose=verbose))
-                         if with_scores else None)
         for k, (top, left) in enumerate(boxes):
             logits[index, top:top + crop, left:left + crop] += window_logits[k]
             if with_scores:

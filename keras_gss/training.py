@@ -1,8 +1,9 @@
 """Zoo recipes: `load_recipe` and `train_recipe` (`keras-gss train RECIPE`).
 
 A recipe is a JSON file (see `zoo/recipes/`) naming a zoo preset, its
-training data, crop and augmentation, optimizer and schedule, and EM
-settings. `train_recipe` builds the preset's architecture, trains it with
+training data, crop and augmentation, optimizer and schedule, and the
+options of the task's own callbacks (`"callbacks"`: GMMSeg's `SinkhornEM`
+settings). `train_recipe` builds the preset's architecture, trains it with
 `model.fit` (resumable: an interrupted run continues from its last epoch
 with GMM state, memory and step counter), evaluates it, calibrates the
 open-set threshold, and saves a preset whose `training.json` the model card
@@ -17,9 +18,9 @@ import sys
 
 from keras_gss.evaluation import INLIER_COVERAGE
 from keras_gss.evaluation import calibrate_threshold  # noqa: F401 (public here since 0.1)
+from keras_gss.preset_files import TRAINING_FILE
 from keras_gss.version import __version__
 
-TRAINING_FILE = "training.json"
 REQUIRED = ("name", "preset", "data", "crop", "batch_size", "iterations", "optimizer")
 DIGITSCENES = "digitscenes"
 
@@ -33,7 +34,7 @@ def load_recipe(recipe):
     ...     "data": {"name": "cityscapes", "root": "data/cityscapes"}, "crop": 768,
     ...     "batch_size": 16, "iterations": 80000,
     ...     "optimizer": {"name": "adamw", "learning_rate": 6e-5}})
-    >>> recipe["em"], recipe["augmentation"]["scale_range"]
+    >>> recipe["callbacks"], recipe["augmentation"]["scale_range"]
     ({}, [0.5, 2.0])
     """
     from keras_gss.data.readers import READERS
@@ -64,7 +65,7 @@ def load_recipe(recipe):
     if source["optimizer"].get("name") not in OPTIMIZERS:
         raise ValueError(f"Recipe {source['name']!r}: optimizer name must be one of "
                          f"{sorted(OPTIMIZERS)}.")
-    recipe = {"em": {}, "model": {}, "schedule": None, "seed": 0, "encoder_weights": None,
+    recipe = {"callbacks": {}, "model": {}, "schedule": None, "seed": 0, "encoder_weights": None,
               "augmentation": {"scale_range": [0.5, 2.0], "base_size": None,
                                "photometric": True},
               **source}
@@ -178,7 +179,6 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     """
     import keras
 
-    from keras_gss.callbacks import SinkhornEM
     from keras_gss.data.normalization import normalize_images
     from keras_gss.evaluation import evaluate as evaluate_model
     from keras_gss.evaluation import format_table
@@ -209,8 +209,8 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     epochs = math.ceil(steps / steps_per_epoch)
     os.makedirs(out_dir, exist_ok=True)
     backup = os.path.join(out_dir, "backup")
-    callbacks = [SinkhornEM(**recipe["em"]), keras.callbacks.BackupAndRestore(backup),
-                 *(callbacks or [])]
+    callbacks = [*model.default_callbacks(**recipe["callbacks"]),
+                 keras.callbacks.BackupAndRestore(backup), *(callbacks or [])]
     if verbose:
         print(f"{recipe['name']}: {recipe['preset']} for {steps} steps of batch {batch_size} "
               f"({epochs} epochs × {steps_per_epoch})")
@@ -237,6 +237,7 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
             name=recipe["name"], verbose=int(verbose == 1), sliding_window=window,
             preprocess=normalize_images)
         threshold = summary["results"]["closed_set"].pop("threshold")
+        model.anomaly_threshold = threshold  # saved in the preset's task.json
         summary["open_set"].update(
             threshold=threshold,
             calibration=f"{100 * INLIER_COVERAGE:.0f}th percentile of the score over the "

@@ -14,11 +14,8 @@ class FixedModel:
     def __init__(self, logits, scores):
         self.logits, self.scores = logits, scores
 
-    def predict(self, images, batch_size=None, verbose=0):
-        return self.logits[: len(images)]
-
-    def predict_anomaly(self, images, batch_size=None, verbose=0):
-        return self.scores[: len(images)]
+    def predict_outputs(self, images, batch_size=None, verbose=0):
+        return {"logits": self.logits[: len(images)], "anomaly_score": self.scores[: len(images)]}
 
 
 def test_evaluate_reports_metrics_and_writes_figures(tmp_path, rng):
@@ -91,6 +88,9 @@ class PixelModel:
 
     def predict_anomaly(self, images, batch_size=None, verbose=0):
         return np.asarray(images, np.float32)[..., 0] - np.asarray(images, np.float32)[..., 1]
+
+    def predict_outputs(self, images, batch_size=None, verbose=0):
+        return {"logits": self.predict(images), "anomaly_score": self.predict_anomaly(images)}
 
 
 def _example(rng, size, with_mask):

@@ -138,7 +138,7 @@ TINY_RECIPE = {
     "data": {"name": "digitscenes", "image_size": 32, "train_scenes": 16, "test_scenes": 4},
     "crop": 32, "augmentation": None, "batch_size": 4, "iterations": 2,
     "model": {"memory_size": 64}, "optimizer": {"name": "adamw", "learning_rate": 2e-3},
-    "em": {"update_interval": 1, "mean_momentum": 0.9},
+    "callbacks": {"update_interval": 1, "mean_momentum": 0.9},
 }
 LOAD = textwrap.dedent("""
     import sys, numpy as np, keras_gss

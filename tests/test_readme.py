@@ -1,7 +1,13 @@
+"""Every Python block of README.md and docs/*.md runs, and does what its comments say."""
+
+import glob
 import os
 import re
 
 import numpy as np
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def _write_cityscapes_fixture(root):
@@ -18,29 +24,61 @@ def _write_cityscapes_fixture(root):
             root / "gtFine" / "train" / city / f"{stem}_gtFine_labelTrainIds.png")
 
 
-def test_readme_python_snippets_run(tmp_path):
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    snippets = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert snippets
-    _write_cityscapes_fixture(tmp_path / "cityscapes")
+def _run_snippets(path, tmp_path):
+    """Each ```python block of `path` in its own namespace, in the folder `tmp_path`."""
+    text = open(path).read()
+    snippets = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     namespaces = []
     try:
         for code in snippets:
             namespaces.append({})
-            exec(compile(code, "README.md", "exec"), namespaces[-1])
+            exec(compile(code, os.path.basename(path), "exec"), namespaces[-1])
     finally:
         os.chdir(cwd)
-    images, labels = next(iter(next(n for n in namespaces if "train" in n)["train"]))
+    return namespaces
+
+
+def _named(namespaces, name):
+    return next(n for n in namespaces if name in n)
+
+
+def test_readme_python_snippets_run(tmp_path):
+    namespaces = _run_snippets(os.path.join(ROOT, "README.md"), tmp_path)
+    assert len(namespaces) == 3
+    # The base's one-pass prediction and open-set map.
+    base = _named(namespaces, "baseline")
+    outputs, known, ids = base["outputs"], base["known"], base["ids"]
+    assert outputs["logits"].shape == (16, 32, 32, 3)
+    assert outputs["anomaly_score"].shape == (16, 32, 32) and ids.shape == (16, 32, 32)
+    np.testing.assert_array_equal(ids, np.where(outputs["anomaly_score"] > known, 3,
+                                                outputs["logits"].argmax(-1)))
+    labelled = base["labels"] != 255
+    assert np.mean(outputs["anomaly_score"][labelled] <= known) == pytest.approx(0.95, abs=0.01)
+    # GMMSeg: shapes, the open-set map, and the preset round trip.
+    gmm = _named(namespaces, "restored")
+    assert gmm["logits"].shape == (16, 32, 32, 3) and gmm["scores"].shape == (16, 32, 32)
+    assert set(np.asarray(gmm["open_set"]).ravel().tolist()) <= {0, 1, 2, 3}
+    assert np.abs(gmm["restored"].predict(gmm["images"], verbose=0) - gmm["logits"]).max() < 1e-6
+    # The zoo builds offline.
+    assert tuple(_named(namespaces, "zoo_model")["zoo_model"].output.shape) == (None, 64, 64, 19)
+
+
+def test_docs_python_snippets_run(tmp_path):
+    _write_cityscapes_fixture(tmp_path / "cityscapes")
+    namespaces = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        namespaces += _run_snippets(path, tmp_path)
+    images, labels = next(iter(_named(namespaces, "train")["train"]))
     assert images.shape == (2, 768, 768, 3) and labels.shape == (2, 768, 768)
     assert set(np.unique(labels.numpy())) <= {0, 13, 255}
-    namespace = next(n for n in namespaces if "logits" in n)
-    assert namespace["logits"].shape == (16, 32, 32, 3)
-    assert namespace["scores"].shape == (16, 32, 32)
-    assert set(np.asarray(namespace["open_set"]).ravel().tolist()) <= {0, 1, 2, 3}
-    streamed = next(n for n in namespaces if "results" in n)["results"]["closed_set"]
+    streamed = _named(namespaces, "results")["results"]["closed_set"]
     assert 0.0 <= streamed["miou"] <= 1.0 and len(streamed["iou"]) == 19
-    restored = namespace["restored"]
-    assert (restored.predict(namespace["images"], verbose=0)
-            - namespace["logits"]).__abs__().max() < 1e-6
+
+
+def test_readme_is_for_users():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert len(readme.splitlines()) < 250
+    for page in re.findall(r"`(docs/[a-z_]+\.md)`", readme):
+        assert os.path.isfile(os.path.join(ROOT, page)), page

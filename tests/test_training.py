@@ -31,7 +31,7 @@ TINY_RECIPE = {
     "optimizer": {"name": "adamw", "learning_rate": 2e-3, "weight_decay": 0.01,
                   "head_lr_multiplier": 10, "no_decay": ["norm"]},
     "schedule": {"power": 1.0, "warmup_steps": 1, "warmup_ratio": 0.1},
-    "em": {"update_interval": 1, "mean_momentum": 0.9},
+    "callbacks": {"update_interval": 1, "mean_momentum": 0.9},
 }
 
 
@@ -130,7 +130,8 @@ def test_recipes_follow_the_papers(path):
     assert recipe["iterations"] == {"cityscapes": 80000, "ade20k": 160000,
                                     "coco_stuff10k": 80000}[dataset]
     assert recipe["augmentation"]["scale_range"] == [0.5, 2.0]
-    assert recipe["em"] == {"update_interval": 5, "mean_momentum": 0.999, "scale_momentum": 0.0}
+    assert recipe["callbacks"] == ({"update_interval": 5, "mean_momentum": 0.999,
+                                    "scale_momentum": 0.0} if record["family"] == "gmmseg" else {})
     optimizer, schedule = recipe["optimizer"], recipe["schedule"]
     if record["backbone"]["architecture"] == "segformer":
         assert recipe["batch_size"] == 16
@@ -189,6 +190,32 @@ class _Epochs(keras.callbacks.Callback):
         self.begun.append(epoch)
 
 
+def _assert_recorded_metrics_are_the_models(model, results, image_size, scenes):
+    """mIoU and near-OOD AUROC of the model's own score and of max softmax, recomputed from
+    the saved model with scikit-learn: a wrong sign or a swapped score cannot pass."""
+    from scipy.special import softmax
+    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import roc_auc_score
+
+    data = keras_gss.data.DigitScenes(image_size=image_size)
+    images, labels, _ = data.generate("test", scenes)
+    logits = model.predict(keras_gss.data.normalize_images(images), verbose=0)
+    known = labels != 255
+    matrix = confusion_matrix(labels[known], logits.argmax(-1)[known],
+                              labels=range(model.num_classes)).astype(float)
+    union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+    present = union > 0
+    iou = np.diag(matrix)[present] / union[present]
+    assert results["closed_set"]["miou"] == pytest.approx(iou.mean(), abs=1e-6)
+    images, labels, anomaly = data.generate("test_near", scenes)
+    outputs = model.predict_outputs(keras_gss.data.normalize_images(images), verbose=0)
+    valid = (labels != 255) | anomaly
+    own = roc_auc_score(anomaly[valid], outputs["anomaly_score"][valid])
+    msp = roc_auc_score(anomaly[valid], 1 - softmax(outputs["logits"], -1).max(-1)[valid])
+    assert results["near-OOD"]["model"]["auroc"] == pytest.approx(own, abs=1e-6)
+    assert results["near-OOD"]["max_softmax"]["auroc"] == pytest.approx(msp, abs=1e-6)
+
+
 def test_train_recipe_resumes_and_records(tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
@@ -216,6 +243,9 @@ def test_train_recipe_resumes_and_records(tmp_path):
     scores = loaded.predict_anomaly(keras_gss.data.normalize_images(images), verbose=0)
     threshold = recorded["open_set"]["threshold"]
     assert threshold == pytest.approx(calibrate_threshold(scores, labels), rel=1e-5)
+    assert loaded.anomaly_threshold == threshold  # the preset carries it
+    # The recorded metrics are the saved model's own, recomputed with scikit-learn.
+    _assert_recorded_metrics_are_the_models(loaded, results, image_size=32, scenes=4)
     accepted = np.mean(scores[labels != 255] <= threshold)
     assert accepted == pytest.approx(0.95, abs=0.01)
     assert "95th percentile" in recorded["open_set"]["calibration"]

@@ -6,51 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_gss.ops.gaussian_mixture import momentum_m_step
 from keras_gss.utils.checks import check_positive
-from keras_gss.utils.numerics import l2_normalize
-
-
-def momentum_m_step(
-    count, mean, mean_square, means, scales, mean_momentum, scale_momentum,
-    variance_floor,
-):
-    """One momentum M-step from memory moments (hard assignments).
-
-    The fresh mean is the normalised mean direction of a queue and the fresh
-    variance is taken around it with a floor, as in the authors' code;
-    both are blended into the current parameters with momentum
-    (`new = γ·old + (1-γ)·fresh`, paper §3.3), and means are re-normalised
-    onto the unit sphere. Queues with no entries keep their parameters.
-
-    Args:
-        count: `(C, M)` filled entries per queue.
-        mean: `(C, M, D)` mean of the filled entries.
-        mean_square: `(C, M, D)` mean of their squares.
-        means: `(C, M, D)` current means.
-        scales: `(C, M, D)` current standard deviations.
-        mean_momentum: float γ_μ in [0, 1).
-        scale_momentum: float γ_σ in [0, 1).
-        variance_floor: float added to every fresh variance.
-
-    Returns:
-        `(new_means, new_scales)`, float32.
-    """
-    fresh_mean = l2_normalize(mean)
-    # E[(x - μ̂)²] from the moments: one pass over the memory, not two.
-    variance = mean_square - 2.0 * fresh_mean * mean + ops.square(fresh_mean)
-    fresh_scale = ops.sqrt(ops.maximum(variance, 0.0) + variance_floor)
-    has_data = (count > 0)[..., None]
-    new_means = ops.where(
-        has_data,
-        l2_normalize(mean_momentum * means + (1.0 - mean_momentum) * fresh_mean),
-        means,
-    )
-    new_scales = ops.where(
-        has_data,
-        scale_momentum * scales + (1.0 - scale_momentum) * fresh_scale,
-        scales,
-    )
-    return new_means, new_scales
 
 
 @keras.saving.register_keras_serializable(package="keras_gss")
@@ -61,10 +18,8 @@ class SinkhornEM(keras.callbacks.Callback):
     happen inside each training step; this callback runs the M-step from the
     filled memory entries every `update_interval` steps and blends it in
     with momentum, so the GMM follows the evolving feature space without any
-    gradient reaching it. It also raises, after the step in which they were
-    seen, the input errors the compiled step could only count (labels out of
-    range, non-finite embeddings), and refuses to write non-finite
-    parameters. The schedule follows the memory's step counter, which is
+    gradient reaching it. It refuses to write non-finite parameters. The
+    schedule follows the memory's step counter, which is
     saved with the model, so a resumed training continues it.
 
     The model must expose `gmm_head` (a `GaussianMixtureHead`) and
@@ -154,7 +109,6 @@ class SinkhornEM(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         head, memory = self._parts()
-        memory.raise_for_errors()
         step = int(ops.convert_to_numpy(memory.step.value))
         if self._updates_done is None:
             self._updates_done = (step - 1) // self.update_interval

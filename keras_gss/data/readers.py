@@ -36,6 +36,7 @@ Example, on a tiny Cityscapes-layout folder:
 import glob
 import json
 import os
+import struct
 
 import numpy as np
 
@@ -131,12 +132,52 @@ def _decoder(example_path, channels, tf):
     return lambda path: tf.numpy_function(python_decode, [path], tf.uint8)
 
 
+def image_size(path):
+    """`(height, width)` of a PNG or JPEG from its header, or None for other formats.
+
+    Reads at most the first 64 KiB, so checking a whole dataset is cheap.
+    """
+    with open(path, "rb") as file:
+        head = file.read(65536)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return height, width
+    if head[:2] != b"\xff\xd8":
+        return None
+    offset = 2
+    while offset + 9 <= len(head):  # JPEG markers up to the frame header (SOFn)
+        if head[offset] != 0xFF:
+            return None
+        marker = head[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        length = struct.unpack(">H", head[offset + 2:offset + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", head[offset + 5:offset + 9])
+            return height, width
+        offset += 2 + length
+    return None
+
+
+def _check_sizes(images, labels):
+    """Raise a `ValueError` naming the first image and label whose sizes differ."""
+    for image, label in zip(images, labels):
+        image_shape, label_shape = image_size(image), image_size(label)
+        if image_shape and label_shape and image_shape != label_shape:
+            raise ValueError(
+                f"`images` and `labels`: image and label file sizes differ: {image} is "
+                f"{image_shape[1]}×{image_shape[0]} but {label} is "
+                f"{label_shape[1]}×{label_shape[0]}. Fix or remove that pair (a label "
+                "must be the size of its image).")
+
+
 def build_dataset(images, labels, label_table=None, anomaly_table=None):
     """A `tf.data.Dataset` of decoded pairs mapped through lookup tables.
 
     Args:
         images: list of image paths (PNG, JPEG; other formats via Pillow).
-        labels: list of label paths, one per image (PNG, or a COCO-Stuff
+        labels: list of label paths, one per image, of its size (PNG, or a COCO-Stuff
             `.mat` holding `S`).
         label_table: 256 int32 values mapping stored label values to train
             ids, or None for all-ignore labels (anomaly-only sets).
@@ -169,6 +210,7 @@ def build_dataset(images, labels, label_table=None, anomaly_table=None):
             return image, label
         return image, label, tf.gather(anomaly_lut, stored)
 
+    _check_sizes(images, labels)  # eagerly: a tf.data error would not name the argument
     # Absolute, so the dataset still reads after the working directory changes.
     images = [os.path.abspath(path) for path in images]
     labels = [os.path.abspath(path) for path in labels]

@@ -2,7 +2,4 @@
 
 from keras_gss.layers.feature_memory import FeatureMemory
 from keras_gss.layers.gaussian_mixture_head import GaussianMixtureHead
-from keras_gss.layers.gaussian_mixture_head import (
-    diagonal_gaussian_log_likelihood,
-)
-from keras_gss.layers.sinkhorn import sinkhorn_knopp
+from keras_gss.layers.input_errors import InputErrors

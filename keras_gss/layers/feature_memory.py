@@ -1,45 +1,21 @@
 """Per-class × per-component FIFO memory of pixel embeddings (GMMSeg §3.3)."""
 
 import keras
-import numpy as np
 from keras import ops
 
+from keras_gss.ops.gaussian_mixture import moments_from_sums
 from keras_gss.utils.checks import check_choice
 from keras_gss.utils.checks import check_finite
 from keras_gss.utils.checks import check_labels
 from keras_gss.utils.checks import check_positive
-from keras_gss.utils.checks import raise_label_error
+from keras_gss.utils.distribution import gather_rows
+from keras_gss.utils.distribution import scatter_rows
 from keras_gss.utils.numerics import l2_normalize
-
-_NO_LABEL = -(2**31)
-
-
-def _xla_compiled():
-    """Whether TensorFlow is tracing a function with `jit_compile=True`."""
-    import tensorflow as tf
-
-    try:  # TensorFlow has no public test for this
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _random_unit_vectors(shape, dtype=None):
     """Initializer: independent random directions on the unit sphere."""
     return ops.cast(l2_normalize(keras.random.normal(shape, dtype="float32")), dtype)
-
-
-def _device_handle(variable):
-    """The resource handle of this device's copy of a TensorFlow variable.
-
-    Under `tf.distribute`, in a replica, that is the replica's own copy;
-    `None` in a cross-replica context, where a variable has several.
-    """
-    try:
-        return variable.handle
-    except ValueError:
-        return None
 
 
 @keras.saving.register_keras_serializable(package="keras_gss")
@@ -56,10 +32,10 @@ class FeatureMemory(keras.layers.Layer):
     classified pixels. The M-step reads only filled entries
     (`component_moments`).
 
-    Inside a compiled step, labels outside `[0, C) ∪ {ignore_index}` and
-    non-finite embeddings are never written; they are counted, and
-    `raise_for_errors()` (called by `SinkhornEM` after each batch) raises a
-    `ValueError` that names them. Eager calls raise at once.
+    Labels outside `[0, C) ∪ {ignore_index}` and non-finite embeddings are
+    never written: eager calls raise at once, and inside a compiled step
+    `write` returns the count of non-finite embeddings for the model to
+    report (see `OpenSetImageSegmenter`).
 
     Args:
         num_classes: int. Number of classes `C`.
@@ -98,8 +74,8 @@ class FeatureMemory(keras.layers.Layer):
     ...                        embedding_dim=3, capacity=4,
     ...                        correct_only=False)
     >>> features = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
-    >>> memory.write(features, labels=np.array([0, 0, 1, 255]),
-    ...              components=np.array([0, 1, 1, 0]))
+    >>> skipped = memory.write(features, labels=np.array([0, 0, 1, 255]),
+    ...                        components=np.array([0, 1, 1, 0]))
     >>> np.asarray(memory.count).tolist()
     [[1, 1], [0, 1]]
     """
@@ -167,8 +143,6 @@ class FeatureMemory(keras.layers.Layer):
         self.pointer = self.add_weight(shape=pairs, dtype="int32", name="pointer", **state)
         self.count = self.add_weight(shape=pairs, dtype="int32", name="count", **state)
         self.step = self.add_weight(shape=(), dtype="int32", name="step", **state)
-        # [invalid labels, one invalid label value, non-finite embeddings].
-        self.errors = self.add_weight(shape=(3,), dtype="int32", name="errors", **state)
         self.allocated = True
         if self.fill == "random":
             self.reset()
@@ -203,6 +177,10 @@ class FeatureMemory(keras.layers.Layer):
                 its class (the Sinkhorn assignment).
             predictions: int tensor `(...)`. Predicted class; required when
                 `correct_only=True`.
+
+        Returns:
+            int32 scalar: the embeddings of known classes left out because
+            they were non-finite (NaN or Inf).
         """
         if self.correct_only and predictions is None:
             raise ValueError(
@@ -284,15 +262,7 @@ class FeatureMemory(keras.layers.Layer):
         pair = flat_index // self.capacity
         slots = ops.stack([pair // self.num_components, pair % self.num_components,
                            flat_index % self.capacity], axis=-1)
-        tensorflow = keras.backend.backend() == "tensorflow"
-        if tensorflow:
-            import tensorflow as tf
-        handle = _device_handle(self.queue.value) if tensorflow else None
-        if handle is not None and not _xla_compiled():  # a gather, not a read of the whole queue
-            old = tf.raw_ops.ResourceGatherNd(resource=handle, indices=slots,
-                                              dtype=self.queue.value.dtype)
-        else:  # XLA has no gather from a resource, and a read there is not a copy
-            old = ops.take(ops.reshape(self.queue.value, (-1, dim)), flat_index, axis=0)
+        old = gather_rows(self.queue, slots, flat_index)
         # Unused slots write back what they hold; S <= capacity keeps them apart.
         rows = ops.where(ops.reshape(filled, (-1, 1)), rows, old)
         # Empty slots hold zeros, so new minus overwritten keeps the sums exact.
@@ -302,18 +272,7 @@ class FeatureMemory(keras.layers.Layer):
             ops.reshape(new_f32 - old_f32, per_pair), axis=2))
         self.total_square.assign(self.total_square.value + ops.sum(
             ops.reshape(ops.square(new_f32) - ops.square(old_f32), per_pair), axis=2))
-        # In place: a functional update would copy the whole queue every step. Under
-        # tf.distribute each replica writes its own copy (the rows are the same on all).
-        if handle is not None:
-            tf.raw_ops.ResourceScatterNdUpdate(ref=handle, indices=slots, updates=rows)
-        elif tensorflow:  # cross-replica tf.distribute context: every device's copy
-            tf.distribute.get_strategy().extended.update(
-                self.queue.value, lambda local, i, u: local.scatter_nd_update(i, u),
-                args=(slots, rows), group=False)  # grouping would read the queue back
-        else:  # JAX donates the training state, so XLA updates it in place
-            queue = ops.reshape(self.queue.value, (-1, dim))
-            queue = ops.scatter_update(queue, flat_index[:, None], rows)
-            self.queue.assign(ops.reshape(queue, self.queue.shape))
+        scatter_rows(self.queue, slots, flat_index, rows)  # in place: no copy of the queue
         shape = (self.num_classes, self.num_components)
         self.pointer.assign(
             ops.reshape((pointer + taken) % self.capacity, shape)
@@ -323,56 +282,7 @@ class FeatureMemory(keras.layers.Layer):
                         self.capacity)
         )
         self.step.assign(self.step.value + 1)
-        self.record_invalid_labels(labels)
-        self.record_errors(
-            0, 0,
-            ops.sum(ops.cast(ops.logical_and(known, ops.logical_not(finite)), "int32")),
-        )
-
-    def record_invalid_labels(self, labels):
-        """Count labels outside `[0, C) ∪ {ignore_index}` (in-graph, no raise)."""
-        labels = ops.cast(labels, "int32")
-        known = ops.logical_and(labels >= 0, labels < self.num_classes)
-        invalid = ops.logical_and(ops.logical_not(known), labels != self.ignore_index)
-        self.record_errors(
-            ops.sum(ops.cast(invalid, "int32")),
-            ops.max(ops.where(invalid, labels, _NO_LABEL)),
-            0,
-        )
-
-    def record_errors(self, invalid_labels, invalid_label_value, nonfinite):
-        """Count bad training inputs seen inside a compiled step."""
-        self.build()
-        errors = self.errors.value
-        value = ops.where(invalid_labels > 0, invalid_label_value, errors[1])
-        self.errors.assign(
-            ops.stack(
-                [
-                    errors[0] + ops.cast(invalid_labels, "int32"),
-                    ops.cast(value, "int32"),
-                    errors[2] + ops.cast(nonfinite, "int32"),
-                ]
-            )
-        )
-
-    def raise_for_errors(self):
-        """Raise a `ValueError` for bad inputs counted since the last check."""
-        if not self.allocated:
-            return
-        errors = np.asarray(ops.convert_to_numpy(self.errors.value))
-        if not np.any(errors[[0, 2]]):
-            return
-        self.errors.assign(ops.zeros_like(self.errors.value))
-        if errors[0]:
-            raise_label_error(
-                "y", [int(errors[1])], self.num_classes, self.ignore_index
-            )
-        raise ValueError(
-            f"`features`: {int(errors[2])} pixel embeddings were non-finite "
-            "(NaN or Inf) during training, so they were not written to the "
-            "memory. The network diverged: lower the learning rate, check "
-            "the images for NaN, and use loss scaling under mixed_float16."
-        )
+        return ops.sum(ops.cast(ops.logical_and(known, ops.logical_not(finite)), "int32"))
 
     def component_moments(self):
         """Count, mean and mean square of the filled entries of every queue.
@@ -385,9 +295,7 @@ class FeatureMemory(keras.layers.Layer):
             mean and mean square are zero where a queue is empty.
         """
         self.build()
-        total = ops.maximum(ops.cast(self.count.value, "float32"), 1.0)[..., None]
-        return (ops.cast(self.count.value, "float32"), self.total.value / total,
-                self.total_square.value / total)
+        return moments_from_sums(self.count.value, self.total.value, self.total_square.value)
 
     def resync(self):
         """Recompute the running sums exactly from the queue.

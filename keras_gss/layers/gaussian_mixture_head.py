@@ -1,87 +1,41 @@
 """Dense Gaussian-mixture classifier head (GMMSeg)."""
 
-import math
-
 import keras
 from keras import ops
 
-from keras_gss.utils.numerics import l2_normalize
-
+from keras_gss.ops.gaussian_mixture import COMPONENT_REDUCTIONS
+from keras_gss.ops.gaussian_mixture import diagonal_gaussian_log_likelihood
+from keras_gss.ops.gaussian_mixture import reduce_components
 from keras_gss.utils.checks import check_channels
 from keras_gss.utils.checks import check_choice
 from keras_gss.utils.checks import check_finite
 from keras_gss.utils.checks import check_positive
-from keras_gss.utils.checks import check_rank
-
-
-def diagonal_gaussian_log_likelihood(x, means, scales):
-    """`log N(x; μ_cm, diag(σ_cm²))` for every class × component.
-
-    The quadratic form is expanded so that all `C·M` components cost one
-    matrix product over `[x², x]`; no `(N, C·M, D)` tensor is formed:
-    `-½ x²·(1/σ²) + x·(μ/σ²) - ½ Σ μ²/σ² - Σ log σ - (D/2) log 2π`.
-    Always computed in float32.
-
-    Args:
-        x: float tensor `(..., D)`. Embeddings.
-        means: float tensor `(C, M, D)`. Component means `μ`.
-        scales: float tensor `(C, M, D)`. Per-dimension standard
-            deviations `σ` (not variances).
-
-    Returns:
-        float32 tensor `(..., C, M)` of log-densities.
-
-    Example:
-
-    >>> import numpy as np
-    >>> x = np.zeros((1, 2), "float32")
-    >>> means = np.zeros((1, 1, 2), "float32")
-    >>> scales = np.ones((1, 1, 2), "float32")
-    >>> ll = diagonal_gaussian_log_likelihood(x, means, scales)
-    >>> round(float(np.asarray(ll)[0, 0, 0]), 4)  # -log(2π)
-    -1.8379
-    """
-    x = ops.cast(x, "float32")
-    means = ops.cast(means, "float32")
-    scales = ops.cast(scales, "float32")
-    num_classes, num_components, dim = means.shape
-    precision = ops.reshape(1.0 / ops.square(scales), (-1, dim))
-    weighted_means = ops.reshape(means, (-1, dim)) * precision
-    constant = (
-        -0.5 * ops.sum(weighted_means * ops.reshape(means, (-1, dim)), axis=-1)
-        - ops.reshape(ops.sum(ops.log(scales), axis=-1), (-1,))
-        - 0.5 * dim * math.log(2.0 * math.pi)
-    )
-    # One product: [x², x] @ [-½ prec; μ·prec]ᵀ gives both quadratic terms.
-    kernel = ops.transpose(
-        ops.concatenate([-0.5 * precision, weighted_means], axis=-1)
-    )
-    features = ops.concatenate([ops.square(x), x], axis=-1)
-    ll = ops.matmul(features, kernel) + constant
-    return ops.reshape(
-        ll, tuple(ops.shape(x)[:-1]) + (num_classes, num_components)
-    )
+from keras_gss.utils.numerics import l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="keras_gss")
 class GaussianMixtureHead(keras.layers.Layer):
     """Dense Gaussian-mixture classifier: class scores from GMM likelihoods.
 
-    Each pixel feature is projected to an `embedding_dim`-d embedding
-    (1×1 conv + BN + ReLU), layer-normalised and L2-normalised onto the unit
-    sphere. Every class `c` is a mixture of `num_components` diagonal
+    Each feature vector (the last axis of an input of any rank: a pixel of
+    a dense map `(B, H, W, F)` or an image's `(B, F)`) is projected to an
+    `embedding_dim`-d embedding (linear + BN + ReLU, a 1×1 convolution on
+    maps), layer-normalised and L2-normalised onto the unit sphere. Every class `c` is a mixture of `num_components` diagonal
     Gaussians; the class score is the best component's log-likelihood
     (winner-take-all, GMMSeg §3.3) or the mixture log-likelihood, and the
     logits are those scores, optionally layer-normalised over classes as in
-    the authors' code. Means and scales are non-trainable: they are fitted by
-    Sinkhorn EM (`keras_gss.callbacks.SinkhornEM`), never by gradient.
+    the authors' code. By default means and scales are non-trainable: they
+    are fitted by Sinkhorn EM (`keras_gss.callbacks.SinkhornEM`), never by
+    gradient (GMMSeg). With `trainable_mixture=True` they are trained by
+    gradient instead (L-GMM's generative loss); the scales are then read
+    through the variance floor, so a gradient step cannot make them vanish.
 
-    The layer returns a dict:
-    - `"logits"` `(B, H, W, C)`: class logits.
-    - `"class_log_likelihood"` `(B, H, W, C)`: `log p(x | c)`.
-    - `"component_log_likelihood"` `(B, H, W, C, M)`.
-    - `"embeddings"` `(B, H, W, D)`: the unit-norm embeddings.
-    - `"anomaly_score"` `(B, H, W)`: `-max_c log p(x | c)`, higher is more
+    The layer returns a dict (`...` is the input's leading axes):
+    - `"logits"` `(..., C)`: class logits.
+    - `"class_log_likelihood"` `(..., C)`: `log p(x | c)`.
+    - `"component_log_likelihood"` `(..., C, M)`.
+    - `"embeddings"` `(..., D)`: the unit-norm embeddings.
+    - `"anomaly_score"` `(...)`: `-max_c log p(x | c)`, higher is more
       anomalous (with the default `"max"` reduction this is
       `-max_{c,m} log N(x; μ_cm, σ_cm)`).
     All are float32, whatever the dtype policy.
@@ -100,6 +54,8 @@ class GaussianMixtureHead(keras.layers.Layer):
             code does. Defaults to `True`.
         variance_floor: float. Added to every fitted variance, so
             `σ ≥ sqrt(variance_floor)`. Defaults to `0.01`.
+        trainable_mixture: bool. Train means and scales by gradient
+            (L-GMM) instead of EM. Defaults to `False`.
 
     Example:
 
@@ -109,6 +65,9 @@ class GaussianMixtureHead(keras.layers.Layer):
     >>> out = head(np.random.rand(2, 4, 4, 16).astype("float32"))
     >>> tuple(out["logits"].shape), tuple(out["anomaly_score"].shape)
     ((2, 4, 4, 3), (2, 4, 4))
+    >>> vectors = GaussianMixtureHead(num_classes=3, embedding_dim=8)
+    >>> tuple(vectors(np.random.rand(5, 16).astype("float32"))["logits"].shape)
+    (5, 3)
 
     Reference:
         Liang et al., "GMMSeg: Gaussian Mixture based Generative Semantic
@@ -123,21 +82,20 @@ class GaussianMixtureHead(keras.layers.Layer):
         component_reduction="max",
         class_norm=True,
         variance_floor=0.01,
+        trainable_mixture=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_positive("num_classes", num_classes, integer=True)
         check_positive("num_components", num_components, integer=True)
         check_positive("embedding_dim", embedding_dim, integer=True)
-        check_choice(
-            "component_reduction", component_reduction, ("max", "logsumexp")
-        )
+        check_choice("component_reduction", component_reduction, COMPONENT_REDUCTIONS)
         check_positive("variance_floor", variance_floor)
 
         # === Layers ===
-        self.projection = keras.layers.Conv2D(
+        # A dense layer on the last axis: a 1×1 convolution on maps, any rank.
+        self.projection = keras.layers.Dense(
             embedding_dim,
-            1,
             use_bias=False,
             dtype=self.dtype_policy,
             name="projection",
@@ -164,15 +122,18 @@ class GaussianMixtureHead(keras.layers.Layer):
         self.component_reduction = component_reduction
         self.class_norm = class_norm
         self.variance_floor = variance_floor
+        self.trainable_mixture = trainable_mixture
         self.input_channels = None
+        self.input_rank = None
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
+        if len(input_shape) < 2:
             raise ValueError(
-                "`GaussianMixtureHead` takes dense features of shape "
-                f"(batch, height, width, channels); received {input_shape}."
+                "`GaussianMixtureHead` takes features of shape (..., channels), "
+                f"e.g. (batch, height, width, channels); received {input_shape}."
             )
         self.input_channels = input_shape[-1]
+        self.input_rank = len(input_shape)
         self.projection.build(input_shape)
         embedding_shape = tuple(input_shape[:-1]) + (self.embedding_dim,)
         self.projection_norm.build(embedding_shape)
@@ -185,7 +146,7 @@ class GaussianMixtureHead(keras.layers.Layer):
         self.means = self.add_weight(
             shape=shape,
             initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            trainable=False,
+            trainable=self.trainable_mixture,
             autocast=False,
             dtype="float32",
             name="means",
@@ -197,7 +158,7 @@ class GaussianMixtureHead(keras.layers.Layer):
         self.scales = self.add_weight(
             shape=shape,
             initializer="ones",
-            trainable=False,
+            trainable=self.trainable_mixture,
             autocast=False,
             dtype="float32",
             name="scales",
@@ -205,7 +166,7 @@ class GaussianMixtureHead(keras.layers.Layer):
         self.built = True
 
     def embed(self, inputs, training=None):
-        """Unit-norm float32 embeddings `(B, H, W, D)` of dense features."""
+        """Unit-norm float32 embeddings `(..., D)` of features `(..., F)`."""
         x = self.projection(inputs)
         x = self.projection_norm(x, training=training)
         x = ops.relu(x)
@@ -214,14 +175,21 @@ class GaussianMixtureHead(keras.layers.Layer):
 
     def class_log_likelihood(self, component_log_likelihood):
         """Reduce `(..., C, M)` component scores to `log p(x | c)`."""
-        if self.component_reduction == "max":
-            return ops.max(component_log_likelihood, axis=-1)
-        return ops.logsumexp(component_log_likelihood, axis=-1) - math.log(
-            self.num_components
-        )
+        return reduce_components(component_log_likelihood, self.component_reduction)
+
+    def mixture_scales(self):
+        """The σ the density uses: gradient-trained scales keep the floor."""
+        if not self.trainable_mixture:
+            return self.scales
+        return ops.maximum(self.scales, self.variance_floor**0.5)
 
     def call(self, inputs, training=None):
-        check_rank("features", inputs, 4, "(batch, height, width, channels)")
+        if len(inputs.shape) != self.input_rank:  # maps and vectors need separate heads
+            raise ValueError(
+                f"`features` must have rank {self.input_rank}, as when the head was "
+                f"built; received shape {tuple(inputs.shape)}. Build a new head for "
+                "features of another rank."
+            )
         check_channels(
             "features",
             inputs,
@@ -237,7 +205,7 @@ class GaussianMixtureHead(keras.layers.Layer):
         )
         embeddings = self.embed(inputs, training=training)
         component_ll = diagonal_gaussian_log_likelihood(
-            embeddings, self.means, self.scales
+            embeddings, self.means, self.mixture_scales()
         )
         class_ll = self.class_log_likelihood(component_ll)
         logits = class_ll
@@ -280,6 +248,7 @@ class GaussianMixtureHead(keras.layers.Layer):
                 "component_reduction": self.component_reduction,
                 "class_norm": self.class_norm,
                 "variance_floor": self.variance_floor,
+                "trainable_mixture": self.trainable_mixture,
             }
         )
         return config

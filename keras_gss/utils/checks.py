@@ -2,7 +2,7 @@
 
 Checks run on concrete (eager) values only: inside a compiled step the same
 conditions are counted into state and raised from the host afterwards (see
-`FeatureMemory.raise_for_errors`).
+`keras_gss.layers.InputErrors`).
 """
 
 import difflib

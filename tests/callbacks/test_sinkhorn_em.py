@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from keras_gss.callbacks import SinkhornEM
-from keras_gss.callbacks import momentum_m_step
+from keras_gss.ops import momentum_m_step
 from keras_gss.layers import FeatureMemory
 from keras_gss.layers import GaussianMixtureHead
 

@@ -162,5 +162,18 @@ def test_missing_and_malformed_directories_say_what_was_expected(tmp_path):
         readers.read_fishyscapes_laf(root)
     # Image and label of different sizes fail when read, naming both files.
     _label(f"{root}/annotations/training/ADE_train_00000001.png", np.zeros((3, 3), np.uint8))
-    with pytest.raises(Exception, match=r"sizes differ"):
-        _take(readers.read_ade20k(root))
+    with pytest.raises(ValueError, match=r"`images` and `labels`: image and label file sizes "
+                       r"differ: .*ADE_train_00000001\.jpg is \d+×\d+ but "
+                       r".*ADE_train_00000001\.png is 3×3"):
+        readers.read_ade20k(root)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_image_size_reads_headers(tmp_path, fmt):
+    from PIL import Image
+
+    path = str(tmp_path / f"x.{fmt.lower()}")
+    Image.fromarray(np.zeros((37, 53, 3), np.uint8)).save(path, format=fmt)
+    assert readers.image_size(path) == (37, 53)
+    (tmp_path / "x.txt").write_text("not an image")
+    assert readers.image_size(str(tmp_path / "x.txt")) is None

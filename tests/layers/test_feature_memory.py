@@ -123,17 +123,6 @@ def test_eager_bad_inputs_raise():
         memory.write(features, np.array([0, 1, 255]), np.zeros(3, int))
 
 
-def test_counted_errors_raise_once():
-    memory = FeatureMemory(2, 1, 2, capacity=8)
-    memory.record_errors(3, 9, 0)
-    with pytest.raises(ValueError, match=r"`y` holds class ids outside \[0, 2\).*\[9\]"):
-        memory.raise_for_errors()
-    memory.raise_for_errors()  # counters were reset
-    memory.record_errors(0, 0, 5)
-    with pytest.raises(ValueError, match="5 pixel embeddings were non-finite"):
-        memory.raise_for_errors()
-
-
 def test_component_moments_use_filled_entries_only(rng):
     memory = FeatureMemory(1, 2, 3, capacity=16, samples_per_component=16,
                            correct_only=False)
@@ -162,16 +151,6 @@ def test_running_moments_equal_exact_moments_through_wraparound(rng):
                                queue.mean(2), atol=1e-6)
 
 
-def test_record_invalid_labels_counts_then_raises():
-    memory = FeatureMemory(3, 1, 2, capacity=8)
-    memory.record_invalid_labels(np.array([[0, 2, 255], [4, -1, 1]]))
-    np.testing.assert_array_equal(ops.convert_to_numpy(memory.errors), [2, 4, 0])
-    with pytest.raises(ValueError, match=r"outside \[0, 3\).*\[4\]"):
-        memory.raise_for_errors()
-    memory.record_invalid_labels(np.array([0, 1, 2, 255]))
-    memory.raise_for_errors()  # nothing counted, nothing raised
-
-
 @pytest.mark.parametrize("storage_dtype", ["float16", "bfloat16"])
 def test_low_precision_storage_keeps_moments_close(rng, storage_dtype):
     kwargs = dict(capacity=64, samples_per_component=16, correct_only=False)
@@ -194,7 +173,7 @@ def test_low_precision_storage_keeps_moments_close(rng, storage_dtype):
 
 def test_random_fill_starts_full_and_real_entries_replace_it(rng):
     """`fill="random"`: full queues of unit vectors whose moments and M-step match numpy."""
-    from keras_gss.callbacks.sinkhorn_em import momentum_m_step
+    from keras_gss.ops import momentum_m_step
 
     c, m, d, capacity = 2, 3, 8, 50
     memory = FeatureMemory(c, m, d, capacity=capacity, samples_per_component=5,
@@ -244,12 +223,11 @@ def test_storage_is_allocated_on_first_use_and_reset_empties_it(rng):
     does, and reset() returns it to the empty state."""
     memory = FeatureMemory(2, 2, 4, capacity=10**9, samples_per_component=3)
     assert memory.built and not memory.allocated and memory.weights == []
-    memory.raise_for_errors()  # nothing counted, nothing allocated
     assert not memory.allocated
     small = FeatureMemory(2, 2, 4, capacity=6, samples_per_component=3, correct_only=False)
     small.write(rng.normal(size=(20, 4)).astype("float32"), rng.integers(0, 2, size=20),
                 rng.integers(0, 2, size=20))
-    assert small.allocated and len(small.weights) == 7
+    assert small.allocated and len(small.weights) == 6
     assert ops.convert_to_numpy(small.count).sum() > 0
     small.reset()
     for variable in small.weights:

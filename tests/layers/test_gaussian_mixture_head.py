@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from keras_gss.layers import GaussianMixtureHead
-from keras_gss.layers import diagonal_gaussian_log_likelihood
+from keras_gss.ops import diagonal_gaussian_log_likelihood
 
 
 def _unit(x):

@@ -124,7 +124,7 @@ def test_keras_save_load_round_trip(trained, tmp_path):
 def test_preset_round_trip_in_fresh_process(trained, tmp_path):
     model, _, _, images = trained
     preset = str(tmp_path / "preset")
-    model.save_to_preset(preset, include_memory=True)
+    model.save_to_preset(preset, include_training_state=True)
     np.savez(tmp_path / "expected.npz", images=images[:4],
              logits=model.predict(images[:4], verbose=0),
              scores=model.predict_anomaly(images[:4], verbose=0), **state(model))
@@ -166,7 +166,7 @@ def test_memory_is_training_state_left_out_of_presets(trained, tmp_path):
     assert not any(v.path.startswith("feature_memory") for v in fresh.variables)
     lean, full = str(tmp_path / "lean"), str(tmp_path / "full")
     model.save_to_preset(lean)
-    model.save_to_preset(full, include_memory=True)
+    model.save_to_preset(full, include_training_state=True)
     size = lambda d: os.path.getsize(os.path.join(d, "task.weights.h5"))  # noqa: E731
     assert size(full) - size(lean) >= 4 * int(np.prod(model.feature_memory.queue.shape))
     loaded = keras_gss.from_preset(lean)
@@ -202,7 +202,8 @@ def test_resumed_training_continues_em_schedule(tmp_path):
     for saved, loaded in zip(model.optimizer.variables, resumed.optimizer.variables):
         np.testing.assert_array_equal(ops.convert_to_numpy(loaded),
                                       ops.convert_to_numpy(saved))
-    means_at_7 = ops.convert_to_numpy(resumed.gmm_head.means).copy()
+    means_at_7 = ops.convert_to_numpy(model.gmm_head.means).copy()  # before the save
+    np.testing.assert_array_equal(ops.convert_to_numpy(resumed.gmm_head.means), means_at_7)
     seen = []
 
     class Watch(keras.callbacks.Callback):
@@ -293,7 +294,7 @@ def test_mixed_precision_200_steps_on_digitscenes(policy):
         assert np.all(np.isfinite(value))
     assert model.gmm_head.projection.compute_dtype == policy.split("_")[1]
     dense = model._graphs.train(images[:2], training=False)
-    for key in ("component_log_likelihood", "embeddings", "dense_logits"):
+    for key in ("dense_component_log_likelihood", "dense_embeddings", "dense_logits"):
         assert ops.convert_to_numpy(dense[key]).dtype == np.float32
 
 
@@ -366,57 +367,6 @@ def test_deeplabv3plus_head_runs_at_stride_4(tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), logits, atol=1e-6)
 
 
-def _preset_builds():
-    """Every preset, with builds of an already-built backbone variant marked slow."""
-    seen, params = set(), []
-    for name in keras_gss.list_presets():
-        backbone = json.dumps(keras_gss.presets.PRESETS[name]["backbone"], sort_keys=True)
-        marks = [pytest.mark.slow] if backbone in seen else []
-        seen.add(backbone)
-        params.append(pytest.param(name, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("name", _preset_builds())
-def test_every_zoo_preset_builds_offline(name):
-    model = keras_gss.from_preset(name, num_classes=2, load_weights=False,
-                                  image_shape=(64, 64, 3), memory_size=8)
-    assert tuple(model.output.shape) == (None, 64, 64, 2)
-    assert tuple(model.dense_features.output.shape)[1:3] == (16, 16)
-    assert model.num_components == keras_gss.presets.PRESETS[name]["config"]["num_components"]
-
-
-@pytest.mark.parametrize("name", keras_gss.list_presets())
-def test_every_zoo_preset_record(name):
-    record = keras_gss.presets.PRESETS[name]
-    assert record["family"] == "gmmseg"
-    assert len(keras_gss.list_presets()) == 11
-    # Each record's Hub handle names the record itself (no preset points at another's weights).
-    repo, revision = keras_gss.hub.parse_handle(record["weights"]["handle"])
-    assert repo.split("/")[1] == name and revision is None
-    assert record["weights"]["revision"] is None  # architecture only, so far
-    # Data config: what a user needs to feed and read the model.
-    data = record["data"]
-    assert data["image_shape"][2] == 3 and data["ignore_index"] == 255
-    assert len(data["mean"]) == len(data["std"]) == 3
-    names = data["class_names"]
-    assert names is None or len(names) == record["config"]["num_classes"]
-    # Open-set config: score, sign, threshold with how it was calibrated.
-    open_set = record["open_set"]
-    assert open_set["higher_is_anomalous"] is True and open_set["calibration"]
-    assert open_set["threshold"] is None  # no published weights, nothing to calibrate
-    # Provenance: paper, license, training data, and a recipe file that exists and agrees.
-    provenance = record["provenance"]
-    assert provenance["paper"].startswith("Liang et al., GMMSeg")
-    assert provenance["license"] and provenance["training_dataset"]
-    recipe = keras_gss.training.load_recipe(os.path.join(ROOT, provenance["recipe"]))
-    assert recipe["preset"] == name and recipe["name"] == name
-    assert recipe["crop"] == data["image_shape"][0]
-    reported = provenance["paper_reported"]
-    assert reported is None or (reported["source"].startswith("GMMSeg Table 1")
-                                and 0 < reported["miou"] < 100)
-
-
 def test_preset_failures_are_clear(trained, tmp_path):
     import json
     import shutil
@@ -440,3 +390,57 @@ def test_preset_failures_are_clear(trained, tmp_path):
     (newer / "task.json").unlink()
     with pytest.raises(OSError, match="has no task.json"):
         keras_gss.from_preset(str(newer))
+
+
+def _gmm_reference_score(model, images):
+    """`-max_c log p(x | c)` from the head's own likelihood, upsampled as the paper does."""
+    dense = model.gmm_head(model.dense_features(images, training=False), training=False)
+    score = -ops.convert_to_numpy(dense["class_log_likelihood"]).max(-1)
+    return ops.convert_to_numpy(ops.image.resize(score[..., None], (SIZE, SIZE),
+                                                 interpolation="bilinear"))[..., 0]
+
+
+def test_gmmseg_passes_the_shared_checks(tmp_path):
+    from tests.test_case import run_segmenter_test
+
+    run_segmenter_test(GMMSegImageSegmenter,
+                       dict(num_components=2, embedding_dim=8, memory_size=64),
+                       _gmm_reference_score, tmp_path, fresh_process=False)  # done above
+
+
+def test_loss_matches_numpy_reference():
+    """Eq. 11b cross-entropy over labelled pixels + 0.01 × the component cross-entropy on
+    the Sinkhorn assignments (authors' code), written in float64 numpy."""
+    from scipy.special import log_softmax
+
+    from keras_gss.ops import sinkhorn_knopp
+
+    keras.utils.set_random_seed(5)
+    images, labels = make_scenes(2, seed=5)
+    labels = labels.astype("int32")
+    labels[0, 10:14, 10:14] = 255
+    model = tiny_model(contrast_loss_weight=0.01)
+    model.feature_memory.build()
+    outputs = model._graphs.train(images, training=False)
+    loss = float(ops.convert_to_numpy(model.compute_loss(images, labels, outputs)))
+    numpy_out = {k: ops.convert_to_numpy(v).astype(np.float64) for k, v in outputs.items()}
+
+    logits = numpy_out["logits"].reshape(-1, CLASSES)
+    flat = labels.reshape(-1)
+    valid = flat != 255
+    cross_entropy = -log_softmax(logits[valid], axis=-1)[np.arange(valid.sum()),
+                                                          flat[valid]].mean()
+    component_ll = numpy_out["dense_component_log_likelihood"]
+    h, w = component_ll.shape[1:3]
+    stride = SIZE // h
+    coarse = labels[:, stride // 2::stride, stride // 2::stride].reshape(-1)  # nearest, centred
+    component_ll = component_ll.reshape(-1, CLASSES, 2)
+    known = coarse < CLASSES
+    own = component_ll[np.arange(len(coarse)), np.where(known, coarse, 0)]
+    _, assignment = sinkhorn_knopp(own.astype("float32"), num_segments=CLASSES,
+                                   segment_ids=np.where(known, coarse, -1))
+    target = np.where(known, coarse, 0) * 2 + ops.convert_to_numpy(assignment)
+    flat_ll = log_softmax(component_ll.reshape(len(coarse), -1), axis=-1)
+    contrast = -flat_ll[np.arange(len(coarse)), target][known].mean()
+    np.testing.assert_allclose(loss, cross_entropy + 0.01 * contrast, rtol=1e-5)
+    assert int(ops.convert_to_numpy(model.feature_memory.step)) == 1  # the step wrote

@@ -3,7 +3,7 @@ import pytest
 from keras import ops
 from scipy.special import logsumexp
 
-from keras_gss.layers import sinkhorn_knopp
+from keras_gss.ops import sinkhorn_knopp
 
 
 def _reference(scores, epsilon, iterations):
@@ -44,13 +44,19 @@ def test_equipartition_with_50_iterations(rng):
     assert 1e-3 < short_gap < free_gap
 
 
-@pytest.mark.parametrize("magnitude", [1.0, 1e2, 1e4])
-def test_finite_for_large_scores(rng, magnitude):
-    scores = (rng.uniform(-1, 1, size=(64, 6)) * magnitude).astype("float32")
-    plan, hard = sinkhorn_knopp(scores, iterations=3)
+@pytest.mark.parametrize("epsilon", [0.05, 1e-2, 1e-3])
+def test_log_domain_for_sharp_plans(rng, epsilon):
+    """Scores are normalised to [-1, 1] first, so it is `1 / epsilon` that sets the exponents:
+    at 1e-3 they reach 1000, which `exp` overflows in float32 (and float64) outside the log
+    domain. The plan must stay finite and equal the float64 log-domain reference."""
+    scores = rng.uniform(-1, 1, size=(64, 6)).astype("float32")
+    plan, hard = sinkhorn_knopp(scores, epsilon=epsilon, iterations=3)
     plan = ops.convert_to_numpy(plan)
     assert np.all(np.isfinite(plan))
     np.testing.assert_allclose(plan.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(plan, _reference(scores, epsilon, 3), atol=1e-4)
+    np.testing.assert_array_equal(ops.convert_to_numpy(hard),
+                                  _reference(scores, epsilon, 3).argmax(axis=1))
 
 
 def test_segments_solve_each_class_separately(rng):

@@ -1,0 +1,401 @@
+"""The base of every keras_gss segmenter: closed-set logits and an anomaly score."""
+
+import contextlib
+
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from keras_gss.layers.input_errors import InputErrors
+from keras_gss.losses import sparse_categorical_crossentropy
+from keras_gss.models.backbones import dense_features
+from keras_gss.models.open_set import open_set_prediction
+from keras_gss.preset_files import write_version
+from keras_gss.utils import keras_compat
+from keras_gss.utils.checks import check_channels
+from keras_gss.utils.checks import check_finite
+from keras_gss.utils.checks import check_labels
+from keras_gss.utils.checks import check_rank
+from keras_gss.utils.distribution import reduce_sum
+from keras_gss.utils.distribution import replica_context
+
+
+class _Graphs:
+    """Holds auxiliary views of the task's graph out of Keras tracking.
+
+    They share every layer with the task; keeping them untracked keeps the
+    saved weight paths those of the task alone.
+    """
+
+    def __init__(self, **graphs):
+        self.__dict__.update(graphs)
+
+
+class _RaiseInputErrors(keras.callbacks.Callback):
+    """Raises, after each training batch, the bad inputs its compiled step counted."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.model.input_errors.raise_for_errors()
+
+
+class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
+    """Base of the keras_gss segmenters: logits and an anomaly score per pixel.
+
+    A backbone gives dense stride-4 features (`dense_features`), spatial
+    dropout regularises them, a family's head turns them into dense logits
+    (and, for generative heads, an anomaly score), and both are upsampled
+    bilinearly to the input size. The base owns everything the families
+    share: input and label checks (on every backend, in-graph for datasets),
+    the training, serving and prediction graphs, `compile`/`fit` defaults,
+    SyncBN under several replicas, multi-worker workarounds,
+    `predict_anomaly`, the one-pass `predict_outputs` and
+    `predict_open_set`, `export` and `save_to_preset`. Training minimises
+    the cross-entropy of the logits (ignore index 255) plus the family's
+    loss terms.
+
+    A family subclass creates its head layers and sets the attributes its
+    hooks read, then calls `super().__init__`, and implements:
+    - `head_outputs(features)`: a dict of dense tensors with `"logits"`
+      `(B, h, w, C)` and, if the head scores anomalies itself,
+      `"anomaly_score"` `(B, h, w)`;
+    - `score_anomaly(head, logits)` (optional): the anomaly score
+      `(B, H, W)` from the head's outputs and the upsampled logits;
+    - `head_loss(labels, outputs, replicas)` (optional): loss terms added
+      to the cross-entropy; `outputs` holds `"logits"` and every head
+      output as `"dense_<name>"`;
+    - `default_callbacks(**options)` (optional): callbacks `fit` adds
+      unless the user passed one of the same type (`options` come from a
+      recipe's `"callbacks"`);
+    - `training_state_layers()` (optional): layers that only training
+      needs (allocated by `build()` when training starts, left out of
+      presets unless asked).
+
+    Args:
+        backbone: a keras-hub backbone (SegFormer/MiT, DeepLabV3+/ResNet)
+            or any Keras model mapping images to dense features.
+        num_classes: int. Number of known classes `C`.
+        dropout: float. Spatial dropout on the features. Defaults to `0.1`.
+        ignore_index: int. Label of void pixels. Defaults to `255`.
+        anomaly_threshold: float or None. Score above which
+            `predict_open_set` marks a pixel as anomalous; `keras-gss train`
+            sets it from the evaluation split. Defaults to `None`.
+        preprocessor: must be `None`: images are fed preprocessed.
+    """
+
+    backbone_cls = None
+    preprocessor_cls = None
+    loss_description = "cross-entropy over the labelled pixels"
+    score_name = "anomaly_score"  # what the anomaly score is, for figures and cards
+
+    def __init__(self, backbone, num_classes, dropout=0.1, ignore_index=255,
+                 anomaly_threshold=None, preprocessor=None, **kwargs):
+        name = type(self).__name__
+        if preprocessor is not None:
+            raise ValueError(f"`preprocessor` must be None: {name} takes images already "
+                             "normalised for its backbone.")
+        image_shape = tuple(backbone.input.shape[1:])
+        if len(image_shape) != 3 or image_shape[-1] != 3:
+            raise ValueError("`backbone` must take RGB images (height, width, 3); its "
+                             f"input shape is {image_shape}.")
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = None
+        self.dense_features = dense_features(backbone)
+        self.feature_dropout = keras.layers.SpatialDropout2D(dropout, name="feature_dropout")
+        self.upsample = keras.layers.Resizing(image_shape[0], image_shape[1],
+                                              interpolation="bilinear", dtype="float32",
+                                              name="upsample")
+        self.input_errors = InputErrors(num_classes, ignore_index, name="input_errors")
+
+        # === Functional Model ===
+        inputs = keras.Input(shape=image_shape, name="images")
+        head = self.head_outputs(self.feature_dropout(self.dense_features(inputs)))
+        logits = self.upsample(head["logits"])
+        anomaly_score = self.score_anomaly(head, logits)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        serving = {"logits": logits, "anomaly_score": anomaly_score}
+        # Per image, so predict can name the bad ones: a cheap in-graph check.
+        nonfinite = ops.sum(ops.cast(ops.logical_not(ops.isfinite(inputs)), "int32"),
+                            axis=(1, 2, 3))
+        self._graphs = _Graphs(
+            train=keras.Model(inputs, {"logits": logits,
+                                       **{f"dense_{k}": v for k, v in head.items()}}),
+            serving=keras.Model(inputs, serving),
+            checked=keras.Model(inputs, {**serving, "nonfinite": nonfinite}),
+        )
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.dropout = dropout
+        self.ignore_index = ignore_index
+        self.anomaly_threshold = anomaly_threshold
+
+    # === Family hooks ===
+
+    def head_outputs(self, features):
+        raise TypeError(f"{type(self).__name__} has no head: OpenSetImageSegmenter is the base "
+                        "of the families; use one (e.g. SoftmaxImageSegmenter), or implement "
+                        "head_outputs(features) in a subclass.")
+
+    def score_anomaly(self, head, logits):
+        return self.upsample(head["anomaly_score"][..., None])[..., 0]
+
+    def head_loss(self, labels, outputs, replicas):
+        return 0.0
+
+    def default_callbacks(self, **options):
+        if options:
+            raise ValueError(f"{type(self).__name__} has no callbacks of its own to take "
+                             f"options {sorted(options)}; remove the recipe's `callbacks`.")
+        return []
+
+    def training_state_layers(self):
+        return []
+
+    # === Checks ===
+
+    def _check_images(self, images):
+        check_rank("images", images, 4, "(batch, height, width, 3)")
+        check_channels("images", images, 3, "Convert grayscale with "
+                       "np.repeat(images, 3, axis=-1) and drop alpha channels.")
+        expected = tuple(self.input.shape[1:3])
+        if tuple(images.shape[1:3]) != expected and None not in images.shape[1:3]:
+            raise ValueError(
+                f"`images` must be {expected[0]}×{expected[1]} for this model; received "
+                f"shape {tuple(images.shape)}. Resize or crop them, or build the model "
+                "with that image_shape.")
+
+    def __call__(self, inputs, *args, **kwargs):
+        if hasattr(inputs, "shape"):
+            self._check_images(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
+        if training:
+            return self._graphs.train(inputs, training=True)
+        # Unset means inference: keras-hub's SegFormer decoder would otherwise
+        # update its BatchNorm statistics on a plain `model(images)`.
+        return super().call(inputs, training=False, mask=mask)
+
+    # === Training ===
+
+    def compile(self, optimizer="auto", loss=None, *, metrics=None, **kwargs):
+        """Configure training; the loss is built in.
+
+        Args:
+            optimizer: `"auto"` (AdamW, lr 6e-5, weight decay 0.01, the
+                SegFormer setting the papers use) or any Keras optimizer.
+            loss: must be `None`: `compute_loss` implements the family's loss.
+            metrics: optional metrics on the logits.
+        """
+        if loss not in (None, "auto"):
+            raise ValueError(f"`loss` must be None: {type(self).__name__} trains with its "
+                             f"own loss ({self.loss_description}).")
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(learning_rate=6e-5, weight_decay=0.01)
+        keras.Model.compile(self, optimizer=optimizer, loss=None,
+                            metrics=None if metrics == "auto" else metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        # Recompile on `load_model` so a resumed training keeps its optimizer.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        if hasattr(x, "shape"):  # JAX traces `call` directly, past `__call__`'s check
+            self._check_images(x)
+            check_finite("images", x, "Clean or drop those images (np.isfinite) first.")
+        if y is not None and not hasattr(y, "element_spec"):
+            check_labels("y", y, self.num_classes, self.ignore_index)
+        # keras-hub's fit turns arrays into a tf.data stream in order; Keras ignores
+        # `shuffle` for streams (and warns), so shuffle a dataset yourself.
+        kwargs.setdefault("shuffle", False)
+        callbacks = [_RaiseInputErrors(), *(callbacks or [])]
+        callbacks += [c for c in self.default_callbacks()
+                      if not any(isinstance(given, type(c)) for given in callbacks)]
+        strategy = getattr(self, "distribute_strategy", None)
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
+            # SyncBN, as the papers train: batch statistics over the global batch.
+            for layer in keras_compat.flatten_layers(self):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def make_train_function(self, force=False):
+        # Training state is allocated when training starts, never for inference.
+        strategy = getattr(self, "distribute_strategy", None)  # TensorFlow only
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            for layer in self.training_state_layers():
+                layer.build()
+        return super().make_train_function(force=force)
+
+    def train_step(self, *args, **kwargs):
+        return keras_compat.multi_worker_logs(self, super().train_step(*args, **kwargs))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        return keras_compat.symbolic_build_from_local_batch(
+            self, iterator, data_batch, super()._maybe_symbolic_build)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        labels = ops.cast(y, "int32")
+        if len(labels.shape) == 4:
+            labels = labels[..., 0]
+        replicas = replica_context()
+        # Keras sums replicas' gradients: extra losses are split between them.
+        extra = ops.sum(ops.stack(self.losses)) if self.losses else 0.0
+        if replicas is not None:
+            extra = extra / replicas.num_replicas_in_sync
+        training_graph = isinstance(y_pred, dict)
+        logits = y_pred["logits"] if training_graph else y_pred
+        loss = sparse_categorical_crossentropy(labels, logits, self.ignore_index,
+                                               sample_weight, reduce_sum(replicas))
+        if training_graph:
+            self.input_errors.record(x, labels, replicas)
+            loss = loss + self.head_loss(labels, y_pred, replicas)
+        return loss + extra
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, dict):
+            y_pred = y_pred["logits"]
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    # === Inference ===
+
+    def predict_outputs(self, images, batch_size=None, verbose="auto"):
+        """Logits and anomaly score in one pass.
+
+        Args:
+            images: array `(B, H, W, 3)` or a `tf.data.Dataset` of images.
+            batch_size: int. Defaults to Keras' default (32).
+            verbose: Keras progress-bar setting. Defaults to `"auto"`.
+
+        Returns:
+            dict: `"logits"` `(B, H, W, C)` and `"anomaly_score"` `(B, H, W)`
+            (higher = more anomalous), float32 numpy arrays.
+
+        Raises:
+            ValueError: an image holds NaN or Inf.
+        """
+        if hasattr(images, "shape"):  # JAX traces `call` directly, past `__call__`'s check
+            self._check_images(images)
+        outputs = self._graphs.checked.predict(images, batch_size=batch_size, verbose=verbose)
+        bad = np.flatnonzero(outputs.pop("nonfinite"))
+        if bad.size:
+            raise ValueError(
+                f"`images` {bad[:8].tolist()} (by position) hold NaN or Inf; their logits "
+                "and scores would be NaN. Clean or drop them (np.isfinite) first.")
+        return outputs
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        if steps is not None or callbacks:  # Keras' own loop, unchecked
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
+                                   callbacks=callbacks)
+        return self.predict_outputs(x, batch_size=batch_size, verbose=verbose)["logits"]
+
+    def predict_anomaly(self, images, batch_size=None, verbose="auto"):
+        """Anomaly score maps `(B, H, W)`, float32, higher = more anomalous.
+
+        Args:
+            images: array `(B, H, W, 3)` or a `tf.data.Dataset` of images.
+            batch_size: int. Defaults to Keras' default (32).
+            verbose: Keras progress-bar setting. Defaults to `"auto"`.
+        """
+        return self.predict_outputs(images, batch_size=batch_size,
+                                    verbose=verbose)["anomaly_score"]
+
+    def predict_open_set(self, images, threshold=None, batch_size=None, verbose="auto"):
+        """Class ids `(B, H, W)`, with the anomaly id `C` where the score passes the threshold.
+
+        Args:
+            images: array `(B, H, W, 3)` or a `tf.data.Dataset` of images.
+            threshold: float. Defaults to the model's calibrated
+                `anomaly_threshold` (set by `keras-gss train`).
+            batch_size: int. Defaults to Keras' default (32).
+            verbose: Keras progress-bar setting. Defaults to `"auto"`.
+        """
+        threshold = self.anomaly_threshold if threshold is None else threshold
+        if threshold is None:
+            raise ValueError(
+                "`threshold` is required: this model has no calibrated anomaly_threshold. "
+                "Pass one (e.g. keras_gss.evaluation.calibrate_threshold of the scores of "
+                "known-class pixels), or train with `keras-gss train`, which sets it.")
+        outputs = self.predict_outputs(images, batch_size=batch_size, verbose=verbose)
+        return np.asarray(open_set_prediction(outputs["logits"], outputs["anomaly_score"],
+                                              float(threshold)))
+
+    def export(self, filepath, format="tf_saved_model", verbose=True, **kwargs):
+        """Export a SavedModel whose `serve` signature gives both outputs.
+
+        `serve(images)` returns `{"logits": (B, H, W, C), "anomaly_score":
+        (B, H, W)}`. Training state is left out. Other formats go to
+        Keras' `export`.
+
+        Example:
+
+        ```python
+        model.export("saved_model")
+        reloaded = tf.saved_model.load("saved_model")
+        outputs = reloaded.serve(images)   # {"logits": ..., "anomaly_score": ...}
+        ```
+        """
+        if format != "tf_saved_model":
+            return super().export(filepath, format=format, verbose=verbose, **kwargs)
+        import tensorflow as tf  # a SavedModel is TensorFlow's format
+
+        serving = self._graphs.serving
+        archive = keras.export.ExportArchive()
+        archive.track(serving)
+        archive.add_endpoint(
+            name="serve", fn=lambda images: serving(images, training=False),
+            input_signature=[tf.TensorSpec((None,) + tuple(self.input.shape[1:]), tf.float32)])
+        archive.write_out(filepath, verbose=verbose)
+
+    # === Presets ===
+
+    def save_to_preset(self, preset_dir, max_shard_size=10, include_training_state=False):
+        """keras-hub's preset files plus the keras_gss version that wrote them.
+
+        Args:
+            preset_dir: str. Directory to write.
+            max_shard_size: float. Largest weight file in GB (keras-hub's).
+            include_training_state: bool. Also save what only training needs
+                (GMMSeg's feature memory and its step counter, 0.78 GB for
+                Cityscapes and 9.8 GB for ADE20K at the paper's size), to
+                continue training exactly where it stopped. Defaults to
+                `False`: the preset holds what inference and fine-tuning need.
+        """
+        self._save_training_state = include_training_state
+        try:
+            super().save_to_preset(preset_dir, max_shard_size=max_shard_size)
+        finally:
+            self._save_training_state = False
+        write_version(preset_dir)
+
+    def save_task_weights(self, filepath):
+        """Save the weights outside the backbone; training state only from
+        `save_to_preset(..., include_training_state=True)`."""
+        skip = keras_compat.flatten_layers(self.backbone)  # as keras-hub's Task does
+        if not getattr(self, "_save_training_state", False):
+            skip += self.training_state_layers()
+        keras.saving.save_weights(self, filepath, objects_to_skip=skip)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "dropout": self.dropout,
+                       "ignore_index": self.ignore_index,
+                       "anomaly_threshold": self.anomaly_threshold})
+        return config
+
+
+def predict_logits_and_scores(model, images, batch_size=None, verbose=0):
+    """`(logits, anomaly_score or None)` of any segmenter, as numpy.
+
+    One pass for a model with `predict_outputs` (every keras_gss segmenter);
+    other Keras models (a keras-hub softmax segmenter, say) give logits only.
+    """
+    if hasattr(model, "predict_outputs"):
+        outputs = model.predict_outputs(images, batch_size=batch_size, verbose=verbose)
+        return np.asarray(outputs["logits"]), np.asarray(outputs["anomaly_score"])
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=verbose)), None

@@ -1,0 +1,110 @@
+"""Plant each bug a test is meant to catch and check that the test then fails.
+
+    python tests/plant_bugs.py            # every case; exits 1 if a planted bug goes unnoticed
+
+Each case runs one test in a fresh pytest process with this file as a plugin, which patches
+the package (`PLANT=<case>`) before the tests import it.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+CASES = {
+    # A Sinkhorn outside the log domain: exp(1/epsilon) overflows for sharp plans.
+    "sinkhorn_exp_domain": "tests/ops/test_sinkhorn.py::test_log_domain_for_sharp_plans",
+    # A reader that leaves mismatched image/label sizes to tf.data (no error naming the files).
+    "reader_no_size_check": "tests/data/test_readers.py::"
+                            "test_missing_and_malformed_directories_say_what_was_expected",
+    # Evaluation that reports the model's own score with the wrong sign.
+    "inverted_model_score": "tests/test_training.py::test_train_recipe_resumes_and_records",
+    # A reload that loses the GMM means (the resumed schedule would still look right).
+    "reload_loses_means": "tests/models/gmmseg/test_gmmseg_image_segmenter.py::"
+                          "test_resumed_training_continues_em_schedule",
+    # A keras-cv that no longer imports, where CI requires it.
+    "keras_cv_broken": "tests/models/test_backbones.py::test_keras_cv_mit_backbone_built_from_config",
+    # A model whose in-graph image check is gone (NaN scores for a whole image, silently).
+    "no_image_check": "tests/models/test_open_set_image_segmenter.py::"
+                      "test_nan_images_raise_at_predict_naming_images",
+}
+
+
+def _exp_domain_sinkhorn(scores, epsilon=0.05, iterations=3, segment_ids=None,
+                         num_segments=None):
+    s = np.asarray(scores, np.float32)
+    q = np.exp(s / np.abs(s).max() / epsilon)
+    n, m = q.shape
+    for _ in range(iterations):
+        q = q / q.sum(0, keepdims=True) * (n / m)
+        q = q / q.sum(1, keepdims=True)
+    return q, q.argmax(1)
+
+
+def pytest_configure(config):
+    case = os.environ.get("PLANT")
+    if not case:
+        return
+    import keras_gss
+
+    if case == "sinkhorn_exp_domain":
+        keras_gss.ops.sinkhorn_knopp = _exp_domain_sinkhorn
+    elif case == "reader_no_size_check":
+        keras_gss.data.readers._check_sizes = lambda images, labels: None
+    elif case == "inverted_model_score":
+        from keras_gss import evaluation
+
+        original = evaluation.predict_logits_and_scores
+
+        def inverted(*args, **kwargs):
+            logits, scores = original(*args, **kwargs)
+            return logits, None if scores is None else -scores
+
+        evaluation.predict_logits_and_scores = inverted
+    elif case == "reload_loses_means":
+        import keras
+
+        head = keras_gss.layers.GaussianMixtureHead
+        original = head.load_own_variables
+
+        def forgetful(self, store):
+            original(self, store)
+            self.means.assign(keras.random.normal(self.means.shape))
+
+        head.load_own_variables = forgetful
+    elif case == "keras_cv_broken":
+        sys.modules["keras_cv"] = None  # `import keras_cv` raises ImportError
+    elif case == "no_image_check":
+        from keras_gss.models import open_set_image_segmenter as base
+
+        original = base.OpenSetImageSegmenter.predict_outputs
+
+        def unchecked(self, images, batch_size=None, verbose="auto"):
+            outputs = self._graphs.serving.predict(images, batch_size=batch_size,
+                                                   verbose=verbose)
+            return outputs
+
+        base.OpenSetImageSegmenter.predict_outputs = unchecked
+    else:
+        raise ValueError(f"Unknown PLANT={case!r}; cases: {sorted(CASES)}.")
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    missed = []
+    for case, node in CASES.items():
+        env = dict(os.environ, PLANT=case, KERAS_GSS_REQUIRE_KERAS_CV="1",
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p",
+                               "tests.plant_bugs", node], cwd=root, env=env,
+                              capture_output=True, text=True)
+        caught = done.returncode == 1 and " failed" in done.stdout
+        print(f"{case:22s} {'caught' if caught else 'MISSED'}: {done.stdout.strip().splitlines()[-1]}")
+        if not caught:
+            missed.append(case)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
