@@ -77,8 +77,9 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
 
     The scores are the softmax baselines named in `scores`, computed from
     the model's logits, plus a keras_gss model's own anomaly score
-    (reported as `"model"`; logits and score come from one pass). Anomaly metrics pool the pixels of a set
-    (void pixels that are not anomalies are excluded) and are exact.
+    (reported as `"model"`; logits and score come from one pass). Anomaly
+    metrics pool the pixels of a set (void pixels that are not anomalies
+    are excluded) and are exact.
 
     Sets are arrays, or streams: a `tf.data.Dataset` (e.g. from
     `keras_gss.data.read_dataset`) or any iterable of examples of any size,

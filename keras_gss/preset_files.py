@@ -30,7 +30,7 @@ def read_json(path, fix="Save the preset again with model.save_to_preset(directo
     >>> read_json(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    OSError: ...task.json is not valid JSON (line 1 column 2: Expecting property name enclosed in double quotes). Save the preset again with model.save_to_preset(directory).
+    OSError: ...task.json is not valid JSON (line 1 column 2: ...). Save the preset again ...
     """
     try:
         with open(path) as file:

@@ -20,8 +20,8 @@ class GaussianMixtureHead(keras.layers.Layer):
     Each feature vector (the last axis of an input of any rank: a pixel of
     a dense map `(B, H, W, F)` or an image's `(B, F)`) is projected to an
     `embedding_dim`-d embedding (linear + BN + ReLU, a 1×1 convolution on
-    maps), layer-normalised and L2-normalised onto the unit sphere. Every class `c` is a mixture of `num_components` diagonal
-    Gaussians; the class score is the best component's log-likelihood
+    maps), layer-normalised and L2-normalised onto the unit sphere. Every
+    class `c` is a mixture of `num_components` diagonal Gaussians; the class score is the best component's log-likelihood
     (winner-take-all, GMMSeg §3.3) or the mixture log-likelihood, and the
     logits are those scores, optionally layer-normalised over classes as in
     the authors' code. By default means and scales are non-trainable: they

@@ -1,4 +1,5 @@
-"""Softmax baseline zoo records: the closed-set models the open-set families are measured against."""
+"""Softmax baseline zoo records: the closed-set models the open-set families are measured
+against."""
 
 from keras_gss.models.preset_records import DIGITSCENES_BACKBONE
 from keras_gss.models.preset_records import zoo_record

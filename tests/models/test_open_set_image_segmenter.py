@@ -153,3 +153,56 @@ def test_the_base_alone_has_no_head():
 
     with pytest.raises(TypeError, match="OpenSetImageSegmenter is the base of the families"):
         OpenSetImageSegmenter(tiny_backbone(), num_classes=3)
+
+
+_SAME_START = """
+import sys
+import keras, numpy as np, keras_gss
+from keras_gss.models import GMMSegImageSegmenter
+from tests.test_case import make_scenes
+
+keras.utils.set_random_seed(0)
+images, labels = make_scenes(20)
+backbone = keras_gss.models.segformer_backbone(
+    variant=None, image_shape=(32, 32, 3), hidden_dims=[4, 8], projection_filters=8,
+    drop_path_rate=0.0)
+model = GMMSegImageSegmenter(backbone, num_classes=3, num_components=2, embedding_dim=8,
+                             memory_size=256, samples_per_component=8, dropout=0.0)
+for layer in model._flatten_layers():
+    if isinstance(layer, keras.layers.Dropout):  # keras-hub MixFFN's: draws differ by backend
+        layer.rate = 0.0
+model.compile(optimizer=keras.optimizers.SGD(0.05))
+if keras.backend.backend() == "tensorflow":
+    model.save_weights(sys.argv[1])
+else:
+    model.load_weights(sys.argv[1])
+start = np.array(keras.ops.convert_to_numpy(model.gmm_head.means))
+history = model.fit(images, labels, batch_size=4, epochs=4, verbose=0,
+                    callbacks=[keras_gss.callbacks.SinkhornEM(update_interval=2, mean_momentum=0.5)])
+print("LOSSES", *history.history["loss"])
+print("MEANS", *np.asarray(keras.ops.convert_to_numpy(model.gmm_head.means)).ravel()[:16])
+print("MOVED", float(np.abs(keras.ops.convert_to_numpy(model.gmm_head.means) - start).max()))
+"""
+
+
+def test_backends_train_alike_from_the_same_weights(tmp_path):
+    """TensorFlow and JAX, started from the same weights, give the same GMMSeg training."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    weights = str(tmp_path / "start.weights.h5")
+    runs = {}
+    for backend in ("tensorflow", "jax"):  # TensorFlow first: it writes the weights
+        done = subprocess.run([sys.executable, "-c", _SAME_START, weights], cwd=root,
+                              capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, KERAS_BACKEND=backend,
+                                       TF_CPP_MIN_LOG_LEVEL="3"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = {line.split()[0]: np.array(line.split()[1:], float)
+                 for line in done.stdout.splitlines()
+                 if line.startswith(("LOSSES", "MEANS", "MOVED"))}
+        runs[backend] = lines
+    # Float rounding differs by backend, and a Sinkhorn assignment can flip on it: 1.6e-3 apart
+    # at most with M-steps every 2 steps (identical to 4 decimals without EM).
+    np.testing.assert_allclose(runs["jax"]["LOSSES"], runs["tensorflow"]["LOSSES"], rtol=2e-3)
+    np.testing.assert_allclose(runs["jax"]["MEANS"], runs["tensorflow"]["MEANS"], atol=1e-5)
+    assert runs["tensorflow"]["LOSSES"][-1] < runs["tensorflow"]["LOSSES"][0]
+    assert runs["tensorflow"]["MOVED"][0] > 0.05  # EM moved the means, so agreeing says something

@@ -61,7 +61,12 @@ def trained():
 def test_trains_30_steps_with_falling_loss(trained):
     model, before, losses, _ = trained
     assert len(losses) == 6 and np.all(np.isfinite(losses))
-    assert losses[-1] < 0.7 * losses[0], losses
+    # JAX draws other initial weights from the same seed, and these learn slower: with JAX 0.10
+    # the last epoch's loss is 0.85 of the first (seeds 1-3: 0.80, 0.85, 0.76; TensorFlow 0.41
+    # to 0.71). Started from TensorFlow's weights without dropout, both backends give the same
+    # losses to 4 decimals, so training itself agrees.
+    assert losses[-1] < (0.7 if keras.backend.backend() == "tensorflow" else 0.9) * losses[0], \
+        losses
     after = state(model)
     assert int(after["step"]) == 30
     assert after["count"].sum() > 0 and after["count"].max() <= 256
