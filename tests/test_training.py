@@ -212,8 +212,11 @@ def _assert_recorded_metrics_are_the_models(model, results, image_size, scenes):
     valid = (labels != 255) | anomaly
     own = roc_auc_score(anomaly[valid], outputs["anomaly_score"][valid])
     msp = roc_auc_score(anomaly[valid], 1 - softmax(outputs["logits"], -1).max(-1)[valid])
-    assert results["near-OOD"]["model"]["auroc"] == pytest.approx(own, abs=1e-6)
-    assert results["near-OOD"]["max_softmax"]["auroc"] == pytest.approx(msp, abs=1e-6)
+    # Near-tied float32 scores of an untrained model rank a few pixels differently when the
+    # softmax is computed elsewhere (seen: 3.5e-6); an inverted score would be off by ~1 - 2·AUROC.
+    assert results["near-OOD"]["model"]["auroc"] == pytest.approx(own, abs=1e-4)
+    assert results["near-OOD"]["max_softmax"]["auroc"] == pytest.approx(msp, abs=1e-4)
+    assert abs(own - 0.5) > 1e-3 and abs(msp - 0.5) > 1e-3  # so the sign is visible
 
 
 def test_train_recipe_resumes_and_records(tmp_path):
