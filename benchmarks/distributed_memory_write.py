@@ -46,7 +46,7 @@ def main():
     strategy = tf.distribute.MirroredStrategy(devices)
     with strategy.scope():
         memory, reference = (FeatureMemory(c, m, d, capacity=args.capacity,
-                                           correct_only=False) for _ in range(2))
+                                           correct_only=False, fill="empty") for _ in range(2))
         memory.build()
         reference.build()  # its own variable: one never written sparsely reads without copies
     rng = np.random.default_rng(0)

@@ -105,7 +105,8 @@ def _evaluate(args):
     results = keras_gss.evaluate(
         model, *closed, anomaly_sets=anomaly_sets, batch_size=args.batch_size,
         out_dir=args.out, name=args.name, verbose=int(not args.quiet),
-        sliding_window=window, preprocess=normalize_images)
+        sliding_window=window, preprocess=normalize_images,
+        negative_groups=DigitScenes.negative_groups if args.dataset == "digitscenes" else None)
     print(keras_gss.format_table({args.name: results}))
     return 0
 

@@ -72,7 +72,7 @@ def _chunks(data, arity, what):
 def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
              scores=DEFAULT_SCORES, extra_scores=None, batch_size=16,
              ignore_index=255, out_dir=None, name="model", verbose=1,
-             sliding_window=None, preprocess=None):
+             sliding_window=None, preprocess=None, negative_groups=None):
     """Closed-set mIoU / ECE and, per anomaly set, AUROC / AP / FPR95 per score.
 
     The scores are the softmax baselines named in `scores`, computed from
@@ -187,7 +187,7 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
             os.path.join(out_dir, f"{name}_reliability.png"), bins,
             title=f"{name}: reliability (ECE {results['closed_set']['ece']:.3f})"))
     for set_name, data in (anomaly_sets or {}).items():
-        values, positives, shown, offset = {}, [], [], 0
+        values, positives, negative_labels, shown, offset = {}, [], [], [], 0
         for (set_images, set_labels, mask), progress in stream(
                 data, 3, f"`anomaly_sets[{set_name!r}]`"):
             set_logits, own_score = predict(set_images, progress)
@@ -199,6 +199,7 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
             offset += len(set_images)
             anomaly, valid = _anomaly_targets(set_labels, mask, ignore_index)
             positives.append(anomaly[valid])
+            negative_labels.append(np.where(anomaly, ignore_index, set_labels)[valid])
             for score, score_map in maps.items():
                 values.setdefault(score, []).append(score_map[valid])
             for i in range(min(len(set_images), 4 - len(shown)) if out_dir else 0):
@@ -208,6 +209,12 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
         values = {score: np.concatenate(chunks) for score, chunks in values.items()}
         results[set_name] = {score: metrics.anomaly_metrics(v, anomaly)
                              for score, v in values.items()}
+        negative_labels = np.concatenate(negative_labels)
+        for group, class_ids in (negative_groups or {}).items():
+            kept = anomaly | np.isin(negative_labels, class_ids)
+            results[f"{set_name}/{group}"] = {
+                score: metrics.anomaly_metrics(v[kept], anomaly[kept])
+                for score, v in values.items()}
         if out_dir:
             # The model's own score where it has one: the figure shows what the model says.
             shown_score = "model" if "model" in results[set_name] else max(

@@ -179,6 +179,7 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     """
     import keras
 
+    from keras_gss.data import DigitScenes
     from keras_gss.data.normalization import normalize_images
     from keras_gss.evaluation import evaluate as evaluate_model
     from keras_gss.evaluation import format_table
@@ -235,7 +236,8 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
         summary["results"] = evaluate_model(
             model, *closed, anomaly_sets=anomaly_sets, out_dir=out_dir,
             name=recipe["name"], verbose=int(verbose == 1), sliding_window=window,
-            preprocess=normalize_images)
+            preprocess=normalize_images, negative_groups=(
+                DigitScenes.negative_groups if recipe["data"]["name"] == DIGITSCENES else None))
         threshold = summary["results"]["closed_set"].pop("threshold")
         model.anomaly_threshold = threshold  # saved in the preset's task.json
         summary["open_set"].update(

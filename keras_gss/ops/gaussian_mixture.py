@@ -125,7 +125,7 @@ def moments_from_sums(count, total, total_square):
 
 def momentum_m_step(
     count, mean, mean_square, means, scales, mean_momentum, scale_momentum,
-    variance_floor,
+    variance_floor, refit=None,
 ):
     """One momentum M-step from memory moments (hard assignments).
 
@@ -133,7 +133,8 @@ def momentum_m_step(
     variance is taken around it with a floor, as in the authors' code;
     both are blended into the current parameters with momentum
     (`new = γ·old + (1-γ)·fresh`, GMMSeg §3.3), and means are re-normalised
-    onto the unit sphere. Queues with no entries keep their parameters.
+    onto the unit sphere. Queues with no entries, and classes that `refit`
+    leaves out, keep their parameters.
 
     Args:
         count: `(C, M)` filled entries per queue.
@@ -144,6 +145,9 @@ def momentum_m_step(
         mean_momentum: float γ_μ in [0, 1).
         scale_momentum: float γ_σ in [0, 1).
         variance_floor: float added to every fresh variance.
+        refit: optional bool or int `(C,)`: the classes to refit (the
+            authors' code refits the classes of the current batch). `None`
+            refits every class.
 
     Returns:
         `(new_means, new_scales)`, float32.
@@ -152,7 +156,10 @@ def momentum_m_step(
     # E[(x - μ̂)²] from the moments: one pass over the memory, not two.
     variance = mean_square - 2.0 * fresh_mean * mean + ops.square(fresh_mean)
     fresh_scale = ops.sqrt(ops.maximum(variance, 0.0) + variance_floor)
-    has_data = (count > 0)[..., None]
+    has_data = count > 0
+    if refit is not None:
+        has_data = ops.logical_and(has_data, ops.cast(refit, "bool")[:, None])
+    has_data = has_data[..., None]
     new_means = ops.where(
         has_data,
         l2_normalize(mean_momentum * means + (1.0 - mean_momentum) * fresh_mean),

@@ -1,3 +1,4 @@
+import functools
 import os
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from keras import ops
 
 from keras_gss.callbacks import SinkhornEM
 from keras_gss.ops import momentum_m_step
-from keras_gss.layers import FeatureMemory
+from keras_gss.layers import FeatureMemory as _FeatureMemory
 from keras_gss.layers import GaussianMixtureHead
+
+# The storage mechanics are tested from an empty start; `fill="random"` tests say so.
+FeatureMemory = functools.partial(_FeatureMemory, fill="empty")
 
 
 def _filled(rng, c=3, m=2, d=16, per=400, sigma=None):
@@ -26,6 +30,8 @@ def _filled(rng, c=3, m=2, d=16, per=400, sigma=None):
         for j in range(m):
             x = means[i, j] + sigma[i, j] * rng.normal(size=(per, d))
             memory.write(x.astype("float32"), np.full(per, i), np.full(per, j))
+    np.testing.assert_array_equal(ops.convert_to_numpy(memory.present), np.eye(c)[-1])
+    memory.present.assign(np.ones(c, "int32"))  # as if the last step held every class
     return memory, means, sigma
 
 
@@ -74,6 +80,27 @@ def test_empty_components_keep_parameters_and_scales_blend(rng):
     fresh = x.mean(0) / np.linalg.norm(x.mean(0))
     fresh_scale = np.sqrt(((x - fresh) ** 2).mean(0) + 0.01)
     np.testing.assert_allclose(new_scales[0, 0], 0.25 * 2.0 + 0.75 * fresh_scale, atol=1e-5)
+
+
+def test_m_step_refits_only_the_classes_present_in_the_last_write(rng):
+    memory, _, _ = _filled(rng, per=50)
+    memory.write(rng.normal(size=(4, 16)).astype("float32"), np.array([1, 1, 255, 1]),
+                 np.zeros(4, int))
+    np.testing.assert_array_equal(ops.convert_to_numpy(memory.present), [0, 1, 0])
+    head = GaussianMixtureHead(3, 2, 16)
+    head(np.zeros((1, 1, 1, 4), "float32"))
+    means, scales = (ops.convert_to_numpy(v).copy() for v in (head.means, head.scales))
+    SinkhornEM(mean_momentum=0.0).update(head, memory)
+    new_means, new_scales = (ops.convert_to_numpy(v) for v in (head.means, head.scales))
+    for c in (0, 2):
+        np.testing.assert_array_equal(new_means[c], means[c])
+        np.testing.assert_array_equal(new_scales[c], scales[c])
+    count, mean, mean_square = memory.component_moments()
+    want_means, want_scales = (ops.convert_to_numpy(t) for t in momentum_m_step(
+        count, mean, mean_square, means, scales, 0.0, 0.0, head.variance_floor))
+    np.testing.assert_allclose(new_means[1], want_means[1], atol=1e-6)
+    np.testing.assert_allclose(new_scales[1], want_scales[1], atol=1e-6)
+    assert not np.allclose(new_scales[1], scales[1])
 
 
 def test_non_finite_parameters_are_refused():

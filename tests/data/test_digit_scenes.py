@@ -31,6 +31,48 @@ def test_digit_instances_are_disjoint_across_splits(scenes):
     assert set(np.unique(targets)) == set(range(10))
 
 
+def test_training_scenes_draw_only_training_instances_of_known_digits(monkeypatch):
+    """No test instance and no anomaly source (digits 6-9, pictures) reaches training."""
+    scenes = DigitScenes(image_size=48, seed=3)
+    drawn, pictures = {}, []
+    paste_digit, paste_picture = scenes._paste_digit, scenes._paste_picture
+
+    def spy_digit(rng, image, label, cell, sample, *rest, **kwargs):
+        drawn.setdefault(current, []).append(int(sample))
+        return paste_digit(rng, image, label, cell, sample, *rest, **kwargs)
+
+    def spy_picture(*a, **kwargs):
+        pictures.append(current)
+        return paste_picture(*a, **kwargs)
+
+    monkeypatch.setattr(scenes, "_paste_digit", spy_digit)
+    monkeypatch.setattr(scenes, "_paste_picture", spy_picture)
+    for current in ("train", "val", "test", "test_near", "test_far"):
+        scenes.generate(current, 40)
+    train_pool = set(scenes._instances("train", KNOWN_DIGITS).tolist())
+    assert set(drawn["train"]) <= train_pool and len(set(drawn["train"])) > 30
+    assert set(scenes._targets[drawn["train"]]) <= set(KNOWN_DIGITS)
+    for split in ("val", "test", "test_near", "test_far"):
+        assert not set(drawn[split]) & train_pool, split
+    assert set(scenes._targets[drawn["test_near"]]) & set(NEAR_OOD_DIGITS)
+    assert set(pictures) == {"test_far"}
+
+
+def test_one_digit_per_cell_with_dilated_labels(scenes):
+    """Version 2 layout: each labelled digit lies in its own grid cell; labels cover the strokes."""
+    images, labels, _ = scenes.generate("test", 20)
+    cell = 48 // 2
+    for label in labels:
+        for row in range(2):
+            for column in range(2):
+                block = label[row * cell:(row + 1) * cell, column * cell:(column + 1) * cell]
+                assert len(set(np.unique(block)) & set(range(3, 9))) <= 1
+        digits = np.isin(label, range(3, 9))
+        assert 1 <= len(set(np.unique(label[digits]))) <= 3
+    # Dilated labels: a digit's label covers more than its ink.
+    assert 0.02 < np.isin(labels, range(3, 9)).mean() < 0.3
+
+
 @pytest.mark.parametrize("split", ["train", "test", "test_near", "test_far"])
 def test_labels_and_anomalies(scenes, split):
     images, labels, anomaly = scenes.generate(split, 6)

@@ -172,6 +172,7 @@ for layer in model._flatten_layers():
     if isinstance(layer, keras.layers.Dropout):  # keras-hub MixFFN's: draws differ by backend
         layer.rate = 0.0
 model.compile(optimizer=keras.optimizers.SGD(0.05))
+model.feature_memory.build()  # its random fill travels with the weights, as the start does
 if keras.backend.backend() == "tensorflow":
     model.save_weights(sys.argv[1])
 else:

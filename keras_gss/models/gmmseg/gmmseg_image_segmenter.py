@@ -53,9 +53,9 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
             pixels instead. Defaults to `False`.
         memory_dtype: storage dtype of the feature memory (`"float32"`,
             `"float16"`, `"bfloat16"`). Defaults to `"float32"`.
-        memory_fill: `"empty"`, or `"random"` to start every queue full of
-            random unit vectors as the authors' code does. Defaults to
-            `"empty"`.
+        memory_fill: `"random"` starts every queue full of random unit
+            vectors, as the authors' code does; `"empty"` starts it empty.
+            Defaults to `"random"`.
         sinkhorn_epsilon: float. Entropic weight of the E-step. Defaults to
             `0.05`.
         sinkhorn_iterations: int. Sinkhorn iterations. Defaults to `3`.
@@ -102,7 +102,7 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
         correct_only=True,
         starved_fallback=False,
         memory_dtype="float32",
-        memory_fill="empty",
+        memory_fill="random",
         sinkhorn_epsilon=0.05,
         sinkhorn_iterations=3,
         contrast_loss_weight=0.01,

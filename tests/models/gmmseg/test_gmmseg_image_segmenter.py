@@ -13,6 +13,7 @@ import keras_gss
 from keras_gss.callbacks import SinkhornEM
 from keras_gss.data import colour_scenes
 from keras_gss.models import GMMSegImageSegmenter
+from tests.test_case import run_fresh
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
@@ -180,16 +181,23 @@ def test_memory_is_training_state_left_out_of_presets(trained, tmp_path):
                                model.predict(images[:4], verbose=0), atol=1e-6)
     for name, value in state(loaded).items():  # means and scales only
         np.testing.assert_array_equal(value, state(model)[name], err_msg=name)
-    # Fine-tuning allocates an empty memory, whose step counter starts at 0.
+    # Fine-tuning allocates a fresh memory (full of random unit vectors), step counter at 0.
     _, labels = make_scenes(8, seed=7)
     loaded.compile(optimizer=keras.optimizers.Adam(1e-3))
     loaded.fit(images[:8], labels, batch_size=4, epochs=1, verbose=0,
                callbacks=[SinkhornEM(update_interval=10**6)])
     tuned = state(loaded)
-    assert int(tuned["step"]) == 2 and 0 < tuned["count"].sum() <= 2 * 6 * 8
+    capacity = loaded.feature_memory.capacity
+    assert int(tuned["step"]) == 2 and np.all(tuned["count"] == capacity)
+    assert 0 < tuned["pointer"].sum() <= 2 * 6 * 8  # the real writes so far
     loaded.load_task_weights(os.path.join(lean, "task.weights.h5"))
-    for variable in loaded.feature_memory.weights:
-        assert not np.any(ops.convert_to_numpy(variable)), variable.path
+    memory = loaded.feature_memory  # a file without a memory resets it: random again
+    assert int(ops.convert_to_numpy(memory.step)) == 0
+    assert not np.any(ops.convert_to_numpy(memory.pointer))
+    assert np.all(ops.convert_to_numpy(memory.count) == capacity)
+    written = tuned["queue"][tuned["pointer"] > 0][:, 0]  # each written ring's first entry
+    refilled = ops.convert_to_numpy(memory.queue).reshape(-1, 1, written.shape[-1])
+    assert len(written) and not np.any(np.all(refilled == written[None], axis=-1))
 
 
 def test_resumed_training_continues_em_schedule(tmp_path):
@@ -228,7 +236,7 @@ def test_xla_compiled_training_keeps_memory_consistent():
     # TensorFlow's jit_compile="auto" picks XLA on a GPU, so the memory write must compile.
     keras.utils.set_random_seed(3)
     images, labels = make_scenes(16, seed=3)
-    model = tiny_model()
+    model = tiny_model(memory_fill="empty")  # so counts and pointers show the compiled writes
     model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
     assert model.jit_compile is True
     history = model.fit(images, labels, batch_size=4, epochs=2, verbose=0,
@@ -248,20 +256,63 @@ def test_xla_compiled_training_keeps_memory_consistent():
     assert np.all(np.isfinite(ops.convert_to_numpy(model.gmm_head.means)))
 
 
-def test_random_memory_fill_fits_every_component_at_the_first_m_step():
-    # The authors' start: no component keeps its initial σ = 1 after the first M-step.
+def test_defaults_are_the_authors_and_the_first_m_step_fits_every_class():
+    # Authors' code: random-filled memory, class LayerNorm, M-step over the step's classes.
     keras.utils.set_random_seed(4)
     images, labels = make_scenes(8, seed=4)
-    model = tiny_model(memory_fill="random")
+    for batch in (labels[:4], labels[4:]):
+        assert set(np.unique(batch)) >= set(range(CLASSES))  # every class in every step
+    model = tiny_model()
     memory = model.feature_memory
-    assert memory.fill == "random" and model.get_config()["memory_fill"] == "random"
+    config = model.get_config()
+    assert config["memory_fill"] == "random" and config["class_norm"] is True
+    assert memory.fill == "random" and model.gmm_head.class_norm
     assert not memory.allocated  # until training starts
     model.fit(images, labels, batch_size=4, epochs=1, verbose=0,
               callbacks=[SinkhornEM(update_interval=2)])
     scales = ops.convert_to_numpy(model.gmm_head.scales)
     assert int(ops.convert_to_numpy(memory.step)) == 2
+    # No class keeps σ = 1: random unit vectors alone give σ² ≈ 1/D + 0.01.
     assert np.all(scales > 0.1) and np.all(scales < 0.9)
     assert np.all(ops.convert_to_numpy(memory.count) == memory.capacity)
+    np.testing.assert_array_equal(ops.convert_to_numpy(memory.present), [1] * CLASSES)
+
+
+def test_m_step_refits_only_the_classes_labelled_in_the_step():
+    keras.utils.set_random_seed(5)
+    images, labels = make_scenes(8, seed=5)
+    labels = np.where(labels == 2, 255, labels)  # class 2 never labelled
+    model = tiny_model()
+    means = ops.convert_to_numpy(model.gmm_head.means).copy()
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0,
+              callbacks=[SinkhornEM(update_interval=1)])
+    scales = ops.convert_to_numpy(model.gmm_head.scales)
+    np.testing.assert_array_equal(ops.convert_to_numpy(model.feature_memory.present), [1, 1, 0])
+    np.testing.assert_array_equal(scales[2], 1.0)
+    np.testing.assert_array_equal(ops.convert_to_numpy(model.gmm_head.means)[2], means[2])
+    assert np.all(scales[:2] < 0.9) and not np.allclose(
+        ops.convert_to_numpy(model.gmm_head.means)[:2], means[:2])
+
+
+_SEEDED_RUN = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from quickstart import load_data, train_model
+    data = load_data(image_size=48, train_scenes=64, test_scenes=4)
+    model, _ = train_model("gmmseg", data, steps=24, batch_size=8, seed=3, verbose=0)
+    memory = model.feature_memory
+    for v in (model.gmm_head.means, model.gmm_head.scales, memory.queue, memory.count,
+              memory.present, model.backbone.weights[0]):
+        print(v.name, hashlib.sha256(np.asarray(v).tobytes()).hexdigest())
+""")
+
+
+def test_seeded_training_repeats_its_gmm_state_exactly():
+    """Two fresh runs of the quick start's GMMSeg training, same seed: identical bits."""
+    examples = os.path.join(ROOT, "examples")
+    first, second = (run_fresh(_SEEDED_RUN, examples) for _ in range(2))
+    assert first == second and len(first.splitlines()) == 6
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

@@ -1,0 +1,196 @@
+"""DigitScenes over seeds: mean ± std per metric for a list of configurations.
+
+Each configuration is trained exactly as the quick start trains it (same
+data, backbone, schedule and steps; `examples/quickstart.py`'s
+`train_model`), once per seed, and evaluated on the test split and both
+anomaly sets, pooled and by negative group (textures; known digits). At
+`--checkpoints` evenly spaced steps it logs per-class IoU on the test split
+and, for GMMSeg, every class's mean fitted σ and the memory entries written
+so far (real writes: a random-filled memory starts full). Prints one
+markdown table of mean ± std and, with `--record`, appends it to
+`benchmarks/RESULTS.md`; every number also goes to `--out`/results.json.
+
+    python benchmarks/digitscenes_seeds.py --configs softmax,gmmseg --seeds 0,1,2 --record
+    python benchmarks/digitscenes_seeds.py --configs grid --seeds 0,1,2 --record
+
+Configurations: `softmax`; `gmmseg` (the authors' configuration: class
+LayerNorm on, random-filled memory, M-step over the step's classes); the
+grid cells `gmmseg_norm-off_empty`, `gmmseg_norm-off_random`,
+`gmmseg_norm-on_empty` (with `gmmseg`, `grid` names all four); and
+`gmmseg_starved-fallback`, the authors' configuration except that a class
+none of whose pixels is classified correctly in a step writes its labelled
+pixels to the memory (the lock-out test).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "examples"))
+sys.path.insert(0, HERE)
+
+import keras_gss  # noqa: E402  (first: it keeps TensorFlow's C++ start-up log quiet)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import RESULTS  # noqa: E402
+from common import environment  # noqa: E402
+from keras_gss.data import DigitScenes  # noqa: E402
+from quickstart import evaluate_model  # noqa: E402
+from quickstart import load_data  # noqa: E402
+from quickstart import train_model  # noqa: E402
+
+CONFIGS = {
+    "softmax": ("softmax", {}),
+    "gmmseg": ("gmmseg", {}),
+    "gmmseg_norm-off_empty": ("gmmseg", {"class_norm": False, "memory_fill": "empty"}),
+    "gmmseg_norm-off_random": ("gmmseg", {"class_norm": False, "memory_fill": "random"}),
+    "gmmseg_norm-on_empty": ("gmmseg", {"class_norm": True, "memory_fill": "empty"}),
+    # Ours, not the authors': a class with no correct pixel in a step writes its labelled ones.
+    "gmmseg_starved-fallback": ("gmmseg", {"starved_fallback": True}),
+}
+GRID = ("gmmseg", "gmmseg_norm-off_empty", "gmmseg_norm-off_random", "gmmseg_norm-on_empty")
+SETS = ("near-OOD", "near-OOD/textures", "near-OOD/digits",
+        "far-OOD", "far-OOD/textures", "far-OOD/digits")
+SCORES = ("model", "max_softmax")
+
+
+class CheckpointLog(keras.callbacks.Callback):
+    """Per-class IoU, and GMMSeg's σ and memory writes, at given steps."""
+
+    def __init__(self, steps, test):
+        super().__init__()
+        self.steps, self.test, self.rows = set(steps), test, []
+        self.done, self.writes, self.pointer = 0, None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        memory = getattr(self.model, "feature_memory", None)
+        if memory is not None:
+            # Each step advances a ring by at most samples_per_component < capacity.
+            pointer = np.asarray(memory.pointer).astype(np.int64)
+            if self.writes is None:
+                self.writes, previous = np.zeros_like(pointer), np.zeros_like(pointer)
+            else:
+                previous = self.pointer
+            self.writes += (pointer - previous) % memory.capacity
+            self.pointer = pointer
+        if self.done not in self.steps:
+            return
+        logits = self.model.predict(self.test[0], verbose=0)
+        confusion = np.asarray(keras_gss.metrics.confusion_matrix(
+            self.test[1], logits.argmax(-1), logits.shape[-1], 255))
+        row = {"step": self.done, "iou": np.round(
+            100 * keras_gss.metrics.iou_from_confusion(confusion), 1).tolist()}
+        if memory is not None:
+            row["sigma"] = np.round(np.asarray(self.model.gmm_head.scales).mean((1, 2)),
+                                    3).tolist()
+            row["writes"] = self.writes.sum(1).tolist()
+        self.rows.append(row)
+
+
+def summarise(runs):
+    """`{metric: (mean, std)}` over runs' flattened metrics."""
+    keys = runs[0].keys()
+    return {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])))
+            for k in keys}
+
+
+def flatten(results):
+    flat = {"mIoU": 100 * results["closed_set"]["miou"]}
+    for c, value in enumerate(results["closed_set"]["iou"]):
+        flat[f"IoU {DigitScenes.class_names[c]}"] = 100 * value
+    for s in SETS:
+        for score in SCORES:
+            for metric in ("auroc", "ap", "fpr95"):
+                flat[f"{s} {score} {metric}"] = 100 * results[s][score][metric]
+    return flat
+
+
+def table(summaries, seeds):
+    def cell(stat):
+        return f"{stat[0]:.1f} ± {stat[1]:.1f}"
+
+    lines = [f"Mean ± std over seeds {seeds}.", "",
+             "| config | mIoU | min class IoU | " + " | ".join(
+                 f"{s} {m}" for s in SETS for m in ("AUROC", "AP", "FPR95")) + " |",
+             "|" + "---|" * (3 + 3 * len(SETS))]
+    for name, (stats, runs) in summaries.items():
+        for score in SCORES:
+            worst = [min(v for k, v in r.items() if k.startswith("IoU ")) for r in runs]
+            label = "MSP" if score == "max_softmax" else (
+                "MSP (own score)" if CONFIGS[name][0] == "softmax" else "−max log p(x\\|c)")
+            if CONFIGS[name][0] == "softmax" and score == "max_softmax":
+                continue  # the softmax model's own score is max softmax
+            row = [f"{name}: {label}", cell(stats["mIoU"]),
+                   cell((float(np.mean(worst)), float(np.std(worst))))]
+            row += [cell(stats[f"{s} {score} {m}"]) for s in SETS for m in ("auroc", "ap", "fpr95")]
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Per-class test IoU (%), mean ± std:", "",
+              "| config | " + " | ".join(DigitScenes.class_names) + " |",
+              "|" + "---|" * (1 + len(DigitScenes.class_names))]
+    for name, (stats, _) in summaries.items():
+        lines.append(f"| {name} | " + " | ".join(
+            cell(stats[f"IoU {c}"]) for c in DigitScenes.class_names) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="softmax,gmmseg",
+                        help=f"comma-separated names from {sorted(CONFIGS)}, or 'grid'")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--checkpoints", type=int, default=4)
+    parser.add_argument("--train-scenes", type=int, default=2000)
+    parser.add_argument("--test-scenes", type=int, default=200)
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--out", default="outputs/digitscenes_seeds")
+    parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    keras_gss.utils.quiet.quiet_frameworks()
+    names = []
+    for name in args.configs.split(","):
+        for expanded in (GRID if name == "grid" else (name,)):
+            if expanded not in CONFIGS:
+                parser.error(f"unknown configuration {expanded!r}; choose from {sorted(CONFIGS)}")
+            if expanded not in names:
+                names.append(expanded)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+    data = load_data(args.image_size, args.train_scenes, args.test_scenes)
+    checkpoints = [round(args.steps * (k + 1) / args.checkpoints) for k in range(args.checkpoints)]
+    raw, summaries, started = {}, {}, time.time()
+    for name in names:
+        kind, options = CONFIGS[name]
+        runs = []
+        for seed in seeds:
+            log = CheckpointLog(checkpoints, data["test"])
+            model, seconds = train_model(kind, data, args.steps, seed=seed, gmmseg=options,
+                                         callbacks=[log], verbose=0)
+            results = evaluate_model(model, data, name)
+            runs.append(flatten(results))
+            raw.setdefault(name, []).append({"seed": seed, "train_seconds": seconds,
+                                             "results": results, "checkpoints": log.rows})
+            print(json.dumps({"config": name, "seed": seed, "seconds": round(seconds),
+                              "mIoU": round(runs[-1]["mIoU"], 1),
+                              "checkpoints": log.rows}), flush=True)
+            with open(os.path.join(args.out, "results.json"), "w") as file:
+                json.dump({"args": vars(args), "runs": raw}, file, indent=2)
+        summaries[name] = (summarise(runs), runs)
+    text = table(summaries, seeds)
+    print("\n" + text)
+    command = "python benchmarks/digitscenes_seeds.py " + " ".join(sys.argv[1:])
+    if args.record:
+        with open(RESULTS, "a") as file:
+            file.write(f"\n## DigitScenes over seeds: {', '.join(names)}\n\n`{command}` "
+                       f"({args.steps} steps each, {time.time() - started:.0f} s in all)\n\n"
+                       f"{environment()}\n\n{text}\n")
+        print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
