@@ -16,7 +16,7 @@ def test_cli_list(capsys):
     out = capsys.readouterr().out
     assert out.count("architecture only") == len(keras_gss.list_presets()) - 1
     assert "gmmseg_segformer_b5" in out
-    assert ("trained here (mIoU 30.0, near-OOD/far-OOD AUROC 77.4/83.1), not published"
+    assert ("trained here (mIoU 35.8, near-OOD/far-OOD AUROC 78.9/78.0), not published"
             in out)
 
 
@@ -103,5 +103,5 @@ def test_zoo_cards_match_the_records():
         with open(os.path.join(ROOT, "zoo", "cards", f"{name}.md")) as file:
             assert file.read() == preset_card(name), f"regenerate zoo/cards/{name}.md"
     digits = preset_card("gmmseg_segformer_digitscenes")
-    assert "| 30.0 | 77.4 | 11.5 | 57.1 | 83.1 | 22.3 | 58.7 |" in digits
+    assert "| 35.8 | 78.9 | 20.1 | 43.0 | 78.0 | 14.9 | 41.3 |" in digits
     assert "Reported by the paper (GMMSeg Table 1" in preset_card("gmmseg_segformer_b5")
