@@ -248,7 +248,8 @@ def test_train_recipe_resumes_and_records(tmp_path):
     assert recorded["datasets"] == ["digitscenes"]
     results = recorded["results"]
     assert 0 <= results["closed_set"]["miou"] <= 1
-    assert set(results) == {"closed_set", "near-OOD", "far-OOD"}
+    assert set(results) == {"closed_set", "near-OOD", "far-OOD", "near-OOD/textures",
+                            "near-OOD/digits", "far-OOD/textures", "far-OOD/digits"}
     # The threshold accepts 95% of the labelled evaluation pixels of the saved model.
     loaded = keras_gss.from_preset(preset)
     images, labels, _ = keras_gss.data.DigitScenes(image_size=32).generate("test", 4)

@@ -9,7 +9,8 @@ def confusion_matrix(labels, predictions, num_classes, ignore_index=255):
     """`(C, C)` confusion matrix, rows = true class, columns = prediction.
 
     Pixels labelled `ignore_index` or outside `[0, C)` are not counted.
-    Jit-safe on every backend: no boolean masking, a fixed-size bincount.
+    Jit-safe on every backend: no boolean masking, a fixed number of bins
+    (a segment sum: JAX's `bincount` needs a static length Keras does not pass).
 
     Example:
 
@@ -28,7 +29,9 @@ def confusion_matrix(labels, predictions, num_classes, ignore_index=255):
     # Invalid pixels land in one spare bin that is dropped.
     index = ops.where(valid, labels * num_classes + predictions,
                       num_classes * num_classes)
-    counts = ops.bincount(index, minlength=num_classes * num_classes + 1)
+    index = ops.reshape(ops.cast(index, "int32"), (-1,))
+    counts = ops.segment_sum(ops.ones_like(index), index,
+                             num_segments=num_classes * num_classes + 1)
     return ops.reshape(counts[: num_classes * num_classes],
                        (num_classes, num_classes))
 

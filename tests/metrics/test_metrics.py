@@ -125,3 +125,25 @@ def test_ece_matches_numpy_reference(rng):
     assert abs(metrics.expected_calibration_error(probabilities, labels) - ece) < 1e-9
     bins = metrics.reliability(probabilities, labels)
     assert bins["count"].sum() == keep.sum() and len(bins["edges"]) == 16
+
+
+def test_confusion_matrix_compiles_on_the_backend(rng):
+    """Inside a compiled step (JAX's jit; TensorFlow's XLA), equal to scikit-learn's."""
+    import functools
+
+    labels = rng.integers(0, 4, size=(2, 8, 8)).astype("int32")
+    labels[0, 0] = 255
+    predictions = rng.integers(0, 4, size=(2, 8, 8)).astype("int32")
+    count = functools.partial(metrics.confusion_matrix, num_classes=4)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        compiled = jax.jit(count)
+    else:
+        import tensorflow as tf
+
+        compiled = tf.function(count, jit_compile=True)
+    got = keras.ops.convert_to_numpy(compiled(labels, predictions))
+    keep = labels.ravel() != 255
+    want = sk_confusion(labels.ravel()[keep], predictions.ravel()[keep], labels=range(4))
+    np.testing.assert_array_equal(got, want)
