@@ -13,13 +13,20 @@ markdown table of mean ± std and, with `--record`, appends it to
     python benchmarks/digitscenes_seeds.py --configs softmax,gmmseg --seeds 0,1,2 --record
     python benchmarks/digitscenes_seeds.py --configs grid --seeds 0,1,2 --record
 
+    python benchmarks/digitscenes_seeds.py --configs densehybrid --seeds 0,1,2 --record
+
 Configurations: `softmax`; `gmmseg` (the authors' configuration: class
 LayerNorm on, random-filled memory, M-step over the step's classes); the
 grid cells `gmmseg_norm-off_empty`, `gmmseg_norm-off_random`,
-`gmmseg_norm-on_empty` (with `gmmseg`, `grid` names all four); and
+`gmmseg_norm-on_empty` (with `gmmseg`, `grid` names all four);
 `gmmseg_starved-fallback`, the authors' configuration except that a class
 none of whose pixels is classified correctly in a step writes its labelled
-pixels to the memory (the lock-out test).
+pixels to the memory (the lock-out test); and DenseHybrid's, each
+fine-tuned from the same seed's trained closed-set model as the quick start
+does (`finetune_with_negatives`): `densehybrid_real`,
+`densehybrid_synthetic` and `gmmseg_dp_real` (GMMSeg with the same
+dataset-posterior head; `densehybrid` names these three with their bases,
+softmax and gmmseg). Runs go seed by seed, so a base trains once per seed.
 """
 
 import argparse
@@ -39,11 +46,22 @@ import numpy as np  # noqa: E402
 from common import RESULTS  # noqa: E402
 from common import environment  # noqa: E402
 from keras_gss.data import DigitScenes  # noqa: E402
+from quickstart import FINETUNE_LEARNING_RATE  # noqa: E402
+from quickstart import FINETUNE_STEPS  # noqa: E402
 from quickstart import evaluate_model  # noqa: E402
+from quickstart import finetune_with_negatives  # noqa: E402
 from quickstart import load_data  # noqa: E402
 from quickstart import train_model  # noqa: E402
 
+# Fine-tuned configurations: name -> (base configuration, negatives).
+FINETUNED = {
+    "densehybrid_real": ("softmax", "real"),
+    "densehybrid_synthetic": ("softmax", "synthetic"),
+    "gmmseg_dp_real": ("gmmseg", "real"),
+}
+DENSEHYBRID = ("softmax", "gmmseg", *FINETUNED)
 CONFIGS = {
+    **{name: ("finetuned", {}) for name in FINETUNED},
     "softmax": ("softmax", {}),
     "gmmseg": ("gmmseg", {}),
     "gmmseg_norm-off_empty": ("gmmseg", {"class_norm": False, "memory_fill": "empty"}),
@@ -55,7 +73,15 @@ CONFIGS = {
 GRID = ("gmmseg", "gmmseg_norm-off_empty", "gmmseg_norm-off_random", "gmmseg_norm-on_empty")
 SETS = ("near-OOD", "near-OOD/textures", "near-OOD/digits",
         "far-OOD", "far-OOD/textures", "far-OOD/digits")
-SCORES = ("model", "max_softmax")
+OPEN_SETS = ("near-OOD", "far-OOD")
+# Rows per kind: (score key, label).
+SCORES = {
+    "softmax": (("model", "MSP (own score)"), ("max_logit", "max logit"),
+                ("energy", "energy −LSE(s)")),
+    "gmmseg": (("model", "−max log p(x\\|c)"), ("max_softmax", "MSP")),
+    "finetuned": (("model", "hybrid"), ("model:discriminative", "ln P(d_out\\|x) alone"),
+                  ("model:generative", "generative part alone")),
+}
 
 
 class CheckpointLog(keras.callbacks.Callback):
@@ -104,9 +130,9 @@ def flatten(results):
     for c, value in enumerate(results["closed_set"]["iou"]):
         flat[f"IoU {DigitScenes.class_names[c]}"] = 100 * value
     for s in SETS:
-        for score in SCORES:
-            for metric in ("auroc", "ap", "fpr95"):
-                flat[f"{s} {score} {metric}"] = 100 * results[s][score][metric]
+        for score, metrics in results[s].items():
+            for metric, value in metrics.items():
+                flat[f"{s} {score} {metric}"] = 100 * value
     return flat
 
 
@@ -114,20 +140,20 @@ def table(summaries, seeds):
     def cell(stat):
         return f"{stat[0]:.1f} ± {stat[1]:.1f}"
 
+    columns = [(s, m) for s in SETS for m in ("auroc", "ap", "fpr95")
+               + (("open_miou",) if s in OPEN_SETS else ())]
+    names = {"auroc": "AUROC", "ap": "AP", "fpr95": "FPR95", "open_miou": "oIoU"}
     lines = [f"Mean ± std over seeds {seeds}.", "",
              "| config | mIoU | min class IoU | " + " | ".join(
-                 f"{s} {m}" for s in SETS for m in ("AUROC", "AP", "FPR95")) + " |",
-             "|" + "---|" * (3 + 3 * len(SETS))]
+                 f"{s} {names[m]}" for s, m in columns) + " |",
+             "|" + "---|" * (3 + len(columns))]
     for name, (stats, runs) in summaries.items():
-        for score in SCORES:
+        kind = CONFIGS[name][0]
+        for score, label in SCORES["gmmseg" if kind == "gmmseg" else kind]:
             worst = [min(v for k, v in r.items() if k.startswith("IoU ")) for r in runs]
-            label = "MSP" if score == "max_softmax" else (
-                "MSP (own score)" if CONFIGS[name][0] == "softmax" else "−max log p(x\\|c)")
-            if CONFIGS[name][0] == "softmax" and score == "max_softmax":
-                continue  # the softmax model's own score is max softmax
             row = [f"{name}: {label}", cell(stats["mIoU"]),
                    cell((float(np.mean(worst)), float(np.std(worst))))]
-            row += [cell(stats[f"{s} {score} {m}"]) for s in SETS for m in ("auroc", "ap", "fpr95")]
+            row += [cell(stats[f"{s} {score} {m}"]) for s, m in columns]
             lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Per-class test IoU (%), mean ± std:", "",
               "| config | " + " | ".join(DigitScenes.class_names) + " |",
@@ -141,9 +167,12 @@ def table(summaries, seeds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="softmax,gmmseg",
-                        help=f"comma-separated names from {sorted(CONFIGS)}, or 'grid'")
+                        help=f"comma-separated names from {sorted(CONFIGS)}, 'grid' or "
+                             "'densehybrid'")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--finetune-steps", type=int, default=FINETUNE_STEPS)
+    parser.add_argument("--finetune-learning-rate", type=float, default=FINETUNE_LEARNING_RATE)
     parser.add_argument("--checkpoints", type=int, default=4)
     parser.add_argument("--train-scenes", type=int, default=2000)
     parser.add_argument("--test-scenes", type=int, default=200)
@@ -154,7 +183,8 @@ def main():
     keras_gss.utils.quiet.quiet_frameworks()
     names = []
     for name in args.configs.split(","):
-        for expanded in (GRID if name == "grid" else (name,)):
+        group = {"grid": GRID, "densehybrid": DENSEHYBRID}.get(name, (name,))
+        for expanded in group:
             if expanded not in CONFIGS:
                 parser.error(f"unknown configuration {expanded!r}; choose from {sorted(CONFIGS)}")
             if expanded not in names:
@@ -163,31 +193,44 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     data = load_data(args.image_size, args.train_scenes, args.test_scenes)
     checkpoints = [round(args.steps * (k + 1) / args.checkpoints) for k in range(args.checkpoints)]
-    raw, summaries, started = {}, {}, time.time()
-    for name in names:
-        kind, options = CONFIGS[name]
-        runs = []
-        for seed in seeds:
-            log = CheckpointLog(checkpoints, data["test"])
-            model, seconds = train_model(kind, data, args.steps, seed=seed, gmmseg=options,
-                                         callbacks=[log], verbose=0)
+    raw, runs, started = {}, {name: [] for name in names}, time.time()
+    for seed in seeds:
+        trained = {}  # this seed's models, so a fine-tuned configuration reuses its base
+        for name in names:
+            kind, options = CONFIGS[name]
+            log = CheckpointLog(checkpoints if kind != "finetuned" else [], data["test"])
+            if kind == "finetuned":
+                base, negatives = FINETUNED[name]
+                if base not in trained:
+                    trained[base] = train_model(base, data, args.steps, seed=seed,
+                                                verbose=0)[0]
+                model, seconds = finetune_with_negatives(
+                    trained[base], negatives, data, args.finetune_steps, seed=seed,
+                    callbacks=[log], verbose=0, learning_rate=args.finetune_learning_rate)
+            else:
+                model, seconds = train_model(kind, data, args.steps, seed=seed, gmmseg=options,
+                                             callbacks=[log], verbose=0)
+                if name in ("softmax", "gmmseg"):
+                    trained[name] = model
             results = evaluate_model(model, data, name)
-            runs.append(flatten(results))
+            runs[name].append(flatten(results))
             raw.setdefault(name, []).append({"seed": seed, "train_seconds": seconds,
                                              "results": results, "checkpoints": log.rows})
             print(json.dumps({"config": name, "seed": seed, "seconds": round(seconds),
-                              "mIoU": round(runs[-1]["mIoU"], 1),
+                              "mIoU": round(runs[name][-1]["mIoU"], 1),
                               "checkpoints": log.rows}), flush=True)
             with open(os.path.join(args.out, "results.json"), "w") as file:
                 json.dump({"args": vars(args), "runs": raw}, file, indent=2)
-        summaries[name] = (summarise(runs), runs)
+    summaries = {name: (summarise(runs[name]), runs[name]) for name in names}
     text = table(summaries, seeds)
     print("\n" + text)
     command = "python benchmarks/digitscenes_seeds.py " + " ".join(sys.argv[1:])
     if args.record:
         with open(RESULTS, "a") as file:
             file.write(f"\n## DigitScenes over seeds: {', '.join(names)}\n\n`{command}` "
-                       f"({args.steps} steps each, {time.time() - started:.0f} s in all)\n\n"
+                       f"({args.steps} steps each, fine-tuning {args.finetune_steps} from "
+                       f"{args.finetune_learning_rate:g}; "
+                       f"{time.time() - started:.0f} s in all)\n\n"
                        f"{environment()}\n\n{text}\n")
         print(f"appended to {RESULTS}")
 

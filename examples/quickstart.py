@@ -1,13 +1,18 @@
-"""Quick start: GMMSeg vs a softmax SegFormer on DigitScenes, closed and open set.
+"""Quick start: softmax, GMMSeg and DenseHybrid on DigitScenes, closed and open set.
 
 Generates the DigitScenes benchmark (handwritten MNIST digits on
 scikit-image textures; near-OOD digits 6-9 and far-OOD picture crops as
 anomalies), trains a softmax SegFormer and a GMMSeg in the authors'
-configuration with the same small MiT backbone for the same steps, evaluates
-both (closed-set mIoU and ECE; AUROC / AP / FPR95 of every anomaly score on
-near- and far-OOD, pooled and against each kind of known pixel: textures,
-known digits), prints the table and writes figures, JSON and both models as
-presets.
+configuration with the same small MiT backbone for the same steps, then
+fine-tunes DenseHybrid from the softmax model as the paper does, with real
+negatives (other scikit-image pictures, pasted) and with synthetic ones
+(from a jointly trained normalizing flow), and GMMSeg with the same
+dataset-posterior head and real negatives. Evaluates every model
+(closed-set mIoU and ECE; AUROC / AP / FPR95 / open-mIoU of every anomaly
+score and of the hybrid's two parts on near- and far-OOD, pooled and
+against each kind of known pixel: textures, known digits), prints the
+table and writes figures (the score maps side by side), JSON and every
+model as a preset.
 
     python examples/quickstart.py --out outputs/quickstart
 
@@ -22,12 +27,17 @@ import time
 
 import keras_gss  # first: it keeps TensorFlow's C++ start-up log quiet
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from keras_gss.baselines import MahalanobisScore
 from keras_gss.data import DigitScenes
 from keras_gss.data import normalize_images
+from keras_gss.data import paste_negatives
+from keras_gss.models import DenseHybridImageSegmenter
+from keras_gss.models import NormalizingFlow
+from keras_gss.models import pretrain_flow
 from keras_gss.models.preset_records import DIGITSCENES_BACKBONE
 from keras_gss.optimizers import PolyWarmup
 
@@ -37,6 +47,13 @@ GMMSEG_OPTIONS = {"num_components": 3, "embedding_dim": 32, "memory_size": 2000}
 # EM every step with momentum 0.9: 1/(1-γ) M-steps must be short against the run.
 EM_OPTIONS = {"update_interval": 1, "mean_momentum": 0.9}
 LEARNING_RATE = 2e-3
+# DenseHybrid fine-tunes a trained closed-set model with negatives, at a lower rate (paper §5).
+FINETUNE_STEPS = 500
+FINETUNE_LEARNING_RATE = 5e-4
+NEGATIVE_SIDE = 48  # real negative crops: rectangles of 16…40 (ECCV code: 192 crops in 512)
+PATCH_SIZE = 32  # flow samples: rectangles of 16…32
+FLOW_OPTIONS = {"levels": 2, "steps": 4, "hidden": 32}
+FLOW_PRETRAIN_STEPS = 300
 
 
 def backbone(image_size):
@@ -57,6 +74,10 @@ def load_data(image_size=96, train_scenes=2000, test_scenes=200, seed=0):
                                 data[split][2])
                          for name, split in (("near-OOD", "test_near"), ("far-OOD", "test_far"))},
         "num_classes": scenes.num_classes, "image_size": image_size,
+        # Pictures no split uses (DigitScenes.negatives): DenseHybrid's real negatives; both
+        # negative sizes scale with the scenes (the defaults are for 96×96).
+        "negatives": normalize_images(scenes.negatives(1000, NEGATIVE_SIDE * image_size // 96)),
+        "patch_size": max(16, PATCH_SIZE * image_size // 96 // 4 * 4),
     }
 
 
@@ -95,6 +116,82 @@ def train_model(kind, data, steps, batch_size=16, seed=0, gmmseg=None, em=None,
     return model, time.time() - tic
 
 
+def finetune_with_negatives(closed_set, negatives, data, steps=FINETUNE_STEPS, seed=0,
+                            callbacks=(), verbose=2, learning_rate=FINETUNE_LEARNING_RATE):
+    """DenseHybrid fine-tuning of a trained model; returns `(model, seconds)`.
+
+    `negatives`: `"real"` (pasted pictures) or `"synthetic"` (a flow
+    pre-trained on inlier patches, then trained jointly). A softmax model
+    becomes a `DenseHybridImageSegmenter`; a GMMSeg model gets the same
+    dataset-posterior head (and keeps its EM).
+    """
+    keras.utils.set_random_seed(seed)
+    callbacks = list(callbacks)
+    tic = time.time()
+    if isinstance(closed_set, keras_gss.models.GMMSegImageSegmenter):
+        model = closed_set.with_dataset_posterior()
+        callbacks.append(keras_gss.callbacks.SinkhornEM(**EM_OPTIONS))
+    elif negatives == "synthetic":
+        flow = NormalizingFlow(seed=seed, **FLOW_OPTIONS)
+        pretrain_flow(flow, data["train"][0], patch_size=data["patch_size"],
+                      steps=FLOW_PRETRAIN_STEPS, seed=seed)
+        model = DenseHybridImageSegmenter.from_closed_set(closed_set, flow=flow,
+                                                          patch_size=data["patch_size"])
+    else:
+        model = DenseHybridImageSegmenter.from_closed_set(closed_set)
+    model.compile(optimizer=keras.optimizers.AdamW(PolyWarmup(learning_rate, steps)),
+                  metrics=[keras_gss.metrics.MeanIoU(data["num_classes"])])
+    stream = (tf.data.Dataset.from_tensor_slices(data["train"])
+              .shuffle(len(data["train"][0]), seed=seed).repeat())
+    if negatives == "real":
+        stream = paste_negatives(stream, data["negatives"], seed=seed)
+    stream = stream.batch(16, drop_remainder=True).prefetch(2)
+    if verbose:
+        print(f"fine-tuning {type(model).__name__} with {negatives} negatives: {steps} steps")
+    model.fit(stream, epochs=1, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    return model, time.time() - tic
+
+
+def plot_score_maps(path, model_maps, data, count=4):
+    """The anomaly score maps of several models on the same near- and far-OOD scenes."""
+    from keras_gss import plots
+
+    rows = []
+    for set_name, (images, labels, anomaly) in data["anomaly_sets"].items():
+        rows += [(images[i], anomaly[i]) for i in range(count // 2)]
+    images = np.stack([r[0] for r in rows])
+    maps = {name: np.concatenate([fn(data["anomaly_sets"][s][0][:count // 2])
+                                  for s in data["anomaly_sets"]]) for name, fn in model_maps}
+    return plots.plot_score_maps(path, images, maps, np.stack([r[1] for r in rows]))
+
+
+# The summary table's rows: each model's own score (and the hybrid's parts) and the baselines.
+SUMMARY_SCORES = {
+    "softmax": ("max_softmax", "energy", "mahalanobis"),
+    "gmmseg": ("model", "max_softmax"),
+    **{name: ("model", "model:discriminative", "model:generative")
+       for name in ("densehybrid_real", "densehybrid_synthetic", "gmmseg_dp_real")},
+}
+
+
+def summary_table(results):
+    """mIoU, then AUROC / AP / FPR95 / open-mIoU per set and AP against known digits."""
+    columns = [(s, m) for s in ("near-OOD", "far-OOD") for m in ("auroc", "ap", "fpr95",
+                                                                  "open_miou")]
+    columns += [(f"{s}/digits", "ap") for s in ("near-OOD", "far-OOD")]
+    names = {"auroc": "AUROC", "ap": "AP", "fpr95": "FPR95", "open_miou": "oIoU"}
+    lines = ["| model | score | mIoU | " + " | ".join(f"{s} {names[m]}" for s, m in columns)
+             + " |", "|" + "---|" * (3 + len(columns))]
+    for name, scores in SUMMARY_SCORES.items():
+        for score in scores:
+            if name not in results or score not in results[name]["near-OOD"]:
+                continue
+            cells = [f"{100 * results[name][s][score][m]:.1f}" for s, m in columns]
+            lines.append(f"| {name} | {score} | {100 * results[name]['closed_set']['miou']:.1f}"
+                         f" | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def mahalanobis_maps(model, data, count=200):
     """Mahalanobis baseline on the softmax model's stride-4 decoder features."""
     images, labels = data["train"][0][:count], data["train"][1][:count]
@@ -122,6 +219,8 @@ def main():
     parser.add_argument("--out", default="outputs/quickstart")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--steps", type=int, default=2000, help="training steps per model")
+    parser.add_argument("--finetune-steps", type=int, default=FINETUNE_STEPS,
+                        help="DenseHybrid fine-tuning steps (from the trained closed-set models)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train-scenes", type=int, default=2000)
     parser.add_argument("--test-scenes", type=int, default=200)
@@ -136,28 +235,52 @@ def main():
     print(f"DigitScenes: {args.train_scenes} train, {args.test_scenes} per test split, "
           f"{args.image_size}×{args.image_size}, {data['num_classes']} classes "
           f"({time.time() - started:.0f} s)")
-    results, timings = {}, {}
+    results, timings, models = {}, {}, {}
     for name in ("softmax", "gmmseg"):
-        model, timings[name] = train_model(name, data, args.steps, args.batch_size, args.seed,
-                                           gmmseg=json.loads(args.gmmseg))
+        models[name], timings[name] = train_model(name, data, args.steps, args.batch_size,
+                                                  args.seed, gmmseg=json.loads(args.gmmseg))
+    for name, base, negatives in (("densehybrid_real", "softmax", "real"),
+                                  ("densehybrid_synthetic", "softmax", "synthetic"),
+                                  ("gmmseg_dp_real", "gmmseg", "real")):
+        models[name], timings[name] = finetune_with_negatives(
+            models[base], negatives, data, args.finetune_steps, args.seed)
+    for name, model in models.items():
         extra = mahalanobis_maps(model, data) if name == "softmax" else None
         results[name] = evaluate_model(model, data, name, args.out, extra)
         model.save_to_preset(os.path.join(args.out, f"{name}_preset"))
+    hybrid = models["densehybrid_real"]
+    print("wrote " + plot_score_maps(os.path.join(args.out, "score_maps.png"), [
+        ("softmax: max softmax", lambda x: models["softmax"].predict_anomaly(x, verbose=0)),
+        ("DenseHybrid: −LSE(s)",
+         lambda x: hybrid.predict_outputs(x, verbose=0)["generative_score"]),
+        ("DenseHybrid: ln P(d_out|x)",
+         lambda x: hybrid.predict_outputs(x, verbose=0)["discriminative_score"]),
+        ("DenseHybrid: hybrid", lambda x: hybrid.predict_anomaly(x, verbose=0)),
+        ("synthetic negatives: hybrid",
+         lambda x: models["densehybrid_synthetic"].predict_anomaly(x, verbose=0)),
+        ("GMMSeg + dataset posterior",
+         lambda x: models["gmmseg_dp_real"].predict_anomaly(x, verbose=0)),
+    ], data))
 
     table = keras_gss.format_table(results)
     print("\n" + table)
+    summary = summary_table(results)
+    print("\nSummary (each model's own score, the hybrid's parts, baselines):\n\n" + summary)
     print("\nper-class IoU (%): " + "; ".join(
         f"{name} " + " ".join(f"{100 * v:.0f}" for v in r["closed_set"]["iou"])
         for name, r in results.items()) + f"  ({', '.join(DigitScenes.class_names)})")
     print(f"\n(mIoU on the closed-set test split; AUROC / AP / FPR95 in %, anomalies "
           f"positive, void excluded; '<set>/textures' and '<set>/digits' score the anomalies "
-          f"against those known pixels only; training {timings['softmax']:.0f} s softmax, "
-          f"{timings['gmmseg']:.0f} s GMMSeg; total {time.time() - started:.0f} s)")
+          f"against those known pixels only; oIoU is open-mIoU at the TPR-95% threshold of "
+          f"the other half of the set; model:discriminative and model:generative are the "
+          f"hybrid score's two parts; training " + ", ".join(
+              f"{name} {seconds:.0f} s" for name, seconds in timings.items())
+          + f"; total {time.time() - started:.0f} s)")
     with open(os.path.join(args.out, "results.json"), "w") as file:
         json.dump({"results": results, "train_seconds": timings, "args": vars(args),
                    "total_seconds": time.time() - started}, file, indent=2)
     with open(os.path.join(args.out, "results.md"), "w") as file:
-        file.write(table + "\n")
+        file.write(table + "\n\n" + summary + "\n")
     print(f"wrote {args.out}/results.md, results.json, figures and presets")
 
 

@@ -115,7 +115,11 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
 
     Returns:
         dict: `{"closed_set": {"miou", "iou" (per class), "ece"[, "threshold"]},
-        <set>: {<score>: {"auroc", "ap", "fpr95"}}}`. `threshold` is the
+        <set>: {<score>: {"auroc", "ap", "fpr95", "open_miou"}}}`. A model
+        whose score has parts (DenseHybrid's hybrid) adds them as
+        `"model:discriminative"` and `"model:generative"`. `open_miou` is
+        open-mIoU at the TPR-95% threshold calibrated on the other half of
+        the set (`open_set_miou`), for sets whose known pixels are labelled. `threshold` is the
         model's own score that accepts 95% of the labelled closed-set pixels
         (present when the model has one).
 
@@ -155,13 +159,13 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
         if sliding_window:
             out = predict_sliding_window(model, set_images, batch_size=batch_size,
                                          verbose=progress, **sliding_window)
-            return np.asarray(out["logits"]), out.get("anomaly_score")
+            return np.asarray(out["logits"]), out.get("anomaly_score"), {}
         return predict_logits_and_scores(model, set_images, batch_size=batch_size,
-                                         verbose=progress)
+                                         verbose=progress, parts=True)
 
     confusion, sums, inlier_scores = 0, 0, []
     for (chunk_images, chunk_labels), progress in stream(images, 2, "`images`"):
-        logits, own = predict(chunk_images, progress)
+        logits, own = predict(chunk_images, progress)[:2]
         num_classes = num_classes or logits.shape[-1]
         confusion = confusion + ops.convert_to_numpy(metrics.confusion_matrix(
             chunk_labels, logits.argmax(-1), num_classes, ignore_index))
@@ -188,17 +192,22 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
             title=f"{name}: reliability (ECE {results['closed_set']['ece']:.3f})"))
     for set_name, data in (anomaly_sets or {}).items():
         values, positives, negative_labels, shown, offset = {}, [], [], [], 0
+        predicted, image_ids = [], []
         for (set_images, set_labels, mask), progress in stream(
                 data, 3, f"`anomaly_sets[{set_name!r}]`"):
-            set_logits, own_score = predict(set_images, progress)
+            set_logits, own_score, parts = predict(set_images, progress)
             maps = {s: ops.convert_to_numpy(baselines.SCORES[s](set_logits)) for s in scores}
             if own_score is not None:
                 maps["model"] = np.asarray(own_score)
+            maps.update({f"model:{part}": v for part, v in parts.items()})
             for extra, extra_maps in (extra_scores or {}).get(set_name, {}).items():
                 maps[extra] = np.asarray(extra_maps[offset:offset + len(set_images)])
             offset += len(set_images)
             anomaly, valid = _anomaly_targets(set_labels, mask, ignore_index)
             positives.append(anomaly[valid])
+            predicted.append(set_logits.argmax(-1)[valid])
+            image_ids.append(np.broadcast_to(
+                np.arange(offset - len(set_images), offset)[:, None, None], valid.shape)[valid])
             negative_labels.append(np.where(anomaly, ignore_index, set_labels)[valid])
             for score, score_map in maps.items():
                 values.setdefault(score, []).append(score_map[valid])
@@ -210,6 +219,11 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
         results[set_name] = {score: metrics.anomaly_metrics(v, anomaly)
                              for score, v in values.items()}
         negative_labels = np.concatenate(negative_labels)
+        open_labels = np.where(anomaly, num_classes, negative_labels)
+        predicted, image_ids = np.concatenate(predicted), np.concatenate(image_ids)
+        for score, v in values.items() if (open_labels < num_classes).any() else ():
+            results[set_name][score]["open_miou"] = open_set_miou(
+                v, open_labels, predicted, image_ids, num_classes)
         for group, class_ids in (negative_groups or {}).items():
             kept = anomaly | np.isin(negative_labels, class_ids)
             results[f"{set_name}/{group}"] = {
@@ -239,6 +253,47 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
             for path in figures:
                 print(f"wrote {path}")
     return results
+
+
+def threshold_at_tpr(scores, anomaly, tpr=0.95):
+    """The largest threshold whose detection rate (`score > threshold`) reaches `tpr`.
+
+    DenseHybrid §5.2's open-set operating point: at least `tpr` of the
+    anomalous pixels score above it (the first ROC point with TPR ≥ `tpr`).
+
+    Example:
+
+    >>> float(threshold_at_tpr(np.arange(10.0), np.arange(10) >= 5, tpr=0.8)) < 6.0
+    True
+    """
+    positive = np.sort(np.asarray(scores)[np.asarray(anomaly, bool)])[::-1]
+    if positive.size == 0:
+        raise ValueError("`anomaly` marks no pixel: a TPR threshold needs anomalous pixels.")
+    kth = positive[int(np.ceil(tpr * positive.size)) - 1]
+    return np.nextafter(kth, -np.inf)  # `score > threshold` keeps the k-th itself
+
+
+def open_set_miou(scores, labels, predicted, image_ids, num_classes, tpr=0.95):
+    """Open-mIoU (DenseHybrid Eqs. 19-20) with the threshold set on the other half.
+
+    The images split in two folds by position (first half, second half);
+    each fold is scored at the TPR-95% threshold of the other (as the paper
+    does on StreetHazards' two cities), and the two open-mIoUs are averaged
+    weighted by image count. `labels` hold known classes, `num_classes` for
+    anomalies (pixels already restricted to the valid ones).
+    """
+    folds = image_ids >= (image_ids.max() + 1) / 2
+    total, weight = 0.0, 0
+    for fold in (False, True):
+        calibration, scored = folds != fold, folds == fold
+        if not (labels[calibration] == num_classes).any() or not scored.any():
+            return float("nan")
+        threshold = threshold_at_tpr(scores[calibration], labels[calibration] == num_classes, tpr)
+        decided = np.where(scores[scored] > threshold, num_classes, predicted[scored])
+        images = len(np.unique(image_ids[scored]))
+        total += images * metrics.open_mean_iou(labels[scored], decided, num_classes)
+        weight += images
+    return total / weight
 
 
 def _anomaly_targets(labels, anomaly, ignore_index):
@@ -274,8 +329,11 @@ def format_table(results_by_model):
     sets = []
     for results in results_by_model.values():
         sets += [s for s in results if s != "closed_set" and s not in sets]
-    header = ["model", "score", "mIoU"] + [f"{s} {m}" for s in sets
-                                           for m in ("AUROC", "AP", "FPR95")]
+    opened = {s for results in results_by_model.values() for s in sets
+              if any("open_miou" in m for m in results.get(s, {}).values())}
+    header = ["model", "score", "mIoU"] + [
+        f"{s} {m}" for s in sets
+        for m in ("AUROC", "AP", "FPR95") + (("oIoU",) if s in opened else ())]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model_name, results in results_by_model.items():
         names = []
@@ -285,7 +343,7 @@ def format_table(results_by_model):
             row = [model_name, score, f"{100 * results['closed_set']['miou']:.1f}"]
             for s in sets:
                 m = results.get(s, {}).get(score)
-                row += ([f"{100 * m[k]:.1f}" for k in ("auroc", "ap", "fpr95")]
-                        if m else ["–"] * 3)
+                keys = ("auroc", "ap", "fpr95") + (("open_miou",) if s in opened else ())
+                row += ([f"{100 * m[k]:.1f}" for k in keys] if m else ["–"] * len(keys))
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

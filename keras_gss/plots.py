@@ -96,3 +96,41 @@ def plot_roc_pr(path, curves, title=None):
     pr.set_ylabel("precision")
     roc.legend(fontsize=7)
     return _save(figure, path, title)
+
+
+def plot_score_maps(path, images, maps, anomaly=None, title=None):
+    """Score maps of several scores side by side on the same scenes.
+
+    Rows are scenes; columns the image, then one heatmap per score (each
+    scaled to its own 1st-99th percentile over the shown scenes), with the
+    true anomalies outlined.
+
+    Args:
+        path: str. PNG to write.
+        images: array `(N, H, W, 3)`.
+        maps: dict column title -> array `(N, H, W)`, higher = more anomalous.
+        anomaly: optional bool array `(N, H, W)`.
+        title: optional figure title.
+    """
+    plt = _pyplot()
+    count, columns = len(images), 1 + len(maps)
+    figure, axes = plt.subplots(count, columns, figsize=(2.0 * columns, 2.0 * count),
+                                squeeze=False)
+    for row in range(count):
+        image = np.asarray(images[row], np.float32)
+        image = (image - image.min()) / max(image.max() - image.min(), 1e-6)
+        axes[row, 0].imshow(image)
+        for column, (name, values) in enumerate(maps.items(), start=1):
+            low, high = np.percentile(values, [1, 99])
+            axes[row, column].imshow(values[row], cmap="magma", vmin=low, vmax=high,
+                                     interpolation="nearest")
+            if anomaly is not None and anomaly[row].any():
+                axes[row, column].contour(anomaly[row], levels=[0.5], colors="cyan",
+                                          linewidths=0.6)
+            if row == 0:
+                axes[row, column].set_title(name, fontsize=7)
+        if row == 0:
+            axes[row, 0].set_title("image", fontsize=7)
+        for axis in axes[row]:
+            axis.set_axis_off()
+    return _save(figure, path, title)

@@ -1,9 +1,11 @@
 """Zoo recipes: `load_recipe` and `train_recipe` (`keras-gss train RECIPE`).
 
 A recipe is a JSON file (see `zoo/recipes/`) naming a zoo preset, its
-training data, crop and augmentation, optimizer and schedule, and the
-options of the task's own callbacks (`"callbacks"`: GMMSeg's `SinkhornEM`
-settings). `train_recipe` builds the preset's architecture, trains it with
+training data, crop and augmentation, optimizer and schedule, the options
+of the task's own callbacks (`"callbacks"`: GMMSeg's `SinkhornEM`
+settings) and, for DenseHybrid, the negatives pasted into the training
+crops (`"negatives"`: source, crop size, shape, probability, count) and the
+trained closed-set preset it fine-tunes (`"init_from"`). `train_recipe` builds the preset's architecture, trains it with
 `model.fit` (resumable: an interrupted run continues from its last epoch
 with GMM state, memory and step counter), evaluates it, calibrates the
 open-set threshold, and saves a preset whose `training.json` the model card
@@ -23,6 +25,9 @@ from keras_gss.version import __version__
 
 REQUIRED = ("name", "preset", "data", "crop", "batch_size", "iterations", "optimizer")
 DIGITSCENES = "digitscenes"
+# Where a recipe's pasted negatives come from (DenseHybrid): pictures no DigitScenes split
+# uses, or crops of ADE20K train images masked to two of their classes (the authors').
+NEGATIVE_SOURCES = (DIGITSCENES, "ade20k")
 
 
 def load_recipe(recipe):
@@ -65,7 +70,12 @@ def load_recipe(recipe):
     if source["optimizer"].get("name") not in OPTIMIZERS:
         raise ValueError(f"Recipe {source['name']!r}: optimizer name must be one of "
                          f"{sorted(OPTIMIZERS)}.")
+    negatives = source.get("negatives")
+    if negatives is not None and negatives.get("source") not in NEGATIVE_SOURCES:
+        raise ValueError(f"Recipe {source['name']!r}: negatives source "
+                         f"{negatives.get('source')!r} must be one of {list(NEGATIVE_SOURCES)}.")
     recipe = {"callbacks": {}, "model": {}, "schedule": None, "seed": 0, "encoder_weights": None,
+              "negatives": None, "init_from": None,
               "augmentation": {"scale_range": [0.5, 2.0], "base_size": None,
                                "photometric": True},
               **source}
@@ -111,9 +121,28 @@ def _datasets(recipe, data_root):
     return train, evaluation, anomaly_sets
 
 
-def _train_stream(recipe, train, batch_size):
+def _negatives(recipe, data_root):
+    """The recipe's negatives for `paste_negatives`, or `None`."""
+    spec = recipe["negatives"]
+    if spec is None:
+        return None
+    if spec["source"] == DIGITSCENES:
+        from keras_gss.data import DigitScenes
+
+        data = recipe["data"]
+        scenes = DigitScenes(image_size=data.get("image_size", 96), seed=data.get("seed", 0))
+        return scenes.negatives(1000, spec["size"])
+    from keras_gss.data import object_negatives
+    from keras_gss.data import read_dataset
+
+    ade = read_dataset("ade20k", spec["root"], split=spec.get("split", "training"))
+    return object_negatives(ade, spec["size"], seed=recipe["seed"])
+
+
+def _train_stream(recipe, train, batch_size, negatives=None):
     import tensorflow as tf
 
+    from keras_gss.data import paste_negatives
     from keras_gss.data import training_augmentation
     from keras_gss.data.normalization import IMAGENET_MEAN
     from keras_gss.data.normalization import IMAGENET_STD
@@ -126,16 +155,24 @@ def _train_stream(recipe, train, batch_size):
     mean = tf.constant(IMAGENET_MEAN, tf.float32)
     std = tf.constant(IMAGENET_STD, tf.float32)
 
-    def prepare(image, label):
+    def crop(image, label):
         if augment is not None:
             image, label = augment(image, label)
-        image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
         # The crop is static; say so, since MiT needs known spatial sizes.
         size = recipe["crop"]
         return tf.ensure_shape(image, [size, size, 3]), tf.ensure_shape(label, [size, size])
 
-    return (train.shuffle(recipe.get("shuffle_buffer", 1000), seed=recipe["seed"])
-            .repeat().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    def normalise(image, label):
+        return (tf.cast(image, tf.float32) / 255.0 - mean) / std, label
+
+    stream = (train.shuffle(recipe.get("shuffle_buffer", 1000), seed=recipe["seed"])
+              .repeat().map(crop, num_parallel_calls=tf.data.AUTOTUNE))
+    if negatives is not None:  # DenseHybrid Eq. 15, into the augmented uint8 crops
+        spec = recipe["negatives"]
+        stream = paste_negatives(stream, negatives, probability=spec.get("probability", 1.0),
+                                 count=spec.get("count", 1), shape=spec.get("shape", "rectangle"),
+                                 seed=recipe["seed"])
+    return (stream.map(normalise, num_parallel_calls=tf.data.AUTOTUNE)
             .batch(batch_size, drop_remainder=True).prefetch(2))
 
 
@@ -185,6 +222,7 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     from keras_gss.evaluation import format_table
     from keras_gss.metrics import MeanIoU
     from keras_gss.optimizers import build_optimizer
+    from keras_gss.models.open_set_image_segmenter import copy_weights
     from keras_gss.presets import PRESETS
     from keras_gss.presets import from_preset
 
@@ -198,7 +236,9 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     crop = recipe["crop"]
     model = from_preset(recipe["preset"], load_weights=False, image_shape=(crop, crop, 3),
                         **recipe["model"])
-    if recipe["encoder_weights"]:
+    if recipe["init_from"]:  # fine-tune a trained (closed-set) preset, as DenseHybrid does
+        copy_weights(from_preset(recipe["init_from"], image_shape=(crop, crop, 3)), model)
+    elif recipe["encoder_weights"]:
         _load_encoder_weights(model, recipe["encoder_weights"])
     schedule = None if recipe["schedule"] is None else dict(recipe["schedule"])
     options = dict(recipe["optimizer"])
@@ -215,7 +255,8 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     if verbose:
         print(f"{recipe['name']}: {recipe['preset']} for {steps} steps of batch {batch_size} "
               f"({epochs} epochs × {steps_per_epoch})")
-    model.fit(_train_stream(recipe, train, batch_size), epochs=epochs,
+    model.fit(_train_stream(recipe, train, batch_size, _negatives(recipe, data_root)),
+              epochs=epochs,
               steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
 
     record = PRESETS[recipe["preset"]]

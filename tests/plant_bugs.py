@@ -28,6 +28,15 @@ CASES = {
     # A model whose in-graph image check is gone (NaN scores for a whole image, silently).
     "no_image_check": "tests/models/test_open_set_image_segmenter.py::"
                       "test_nan_images_raise_at_predict_naming_images",
+    # A hybrid score whose dataset posterior is read the wrong way round (ln P(d_in|x)).
+    "hybrid_wrong_posterior": "tests/models/densehybrid/test_densehybrid_image_segmenter.py::"
+                              "test_densehybrid_passes_the_shared_checks",
+    # Pasting that marks the whole crop as negative, not the pasted pixels only.
+    "paste_marks_crop": "tests/data/test_negatives.py::"
+                        "test_pasting_keeps_alignment_and_marks_exactly_the_pasted_pixels",
+    # A flow whose 1×1 convolution leaves its log-determinant out.
+    "flow_drops_logdet": "tests/models/densehybrid/test_normalizing_flow.py::"
+                         "test_log_determinant_equals_a_numerical_jacobian",
     # An M-step that refits every class, not only those labelled in the step (authors' rule).
     "m_step_every_class": "tests/models/gmmseg/test_gmmseg_image_segmenter.py::"
                           "test_m_step_refits_only_the_classes_labelled_in_the_step",
@@ -61,8 +70,8 @@ def pytest_configure(config):
         original = evaluation.predict_logits_and_scores
 
         def inverted(*args, **kwargs):
-            logits, scores = original(*args, **kwargs)
-            return logits, None if scores is None else -scores
+            logits, scores, *parts = original(*args, **kwargs)
+            return (logits, None if scores is None else -scores, *parts)
 
         evaluation.predict_logits_and_scores = inverted
     elif case == "reload_loses_means":
@@ -94,6 +103,44 @@ def pytest_configure(config):
 
         original = sinkhorn_em.momentum_m_step
         sinkhorn_em.momentum_m_step = lambda *args, refit=None: original(*args)
+    elif case == "hybrid_wrong_posterior":
+        from keras import ops
+
+        from keras_gss.layers import hybrid_anomaly_score
+
+        original = hybrid_anomaly_score.HybridAnomalyScore.call
+
+        def flipped(self, dataset_logit, logits=None, log_likelihood=None):
+            return original(self, -ops.cast(dataset_logit, "float32"), logits=logits,
+                            log_likelihood=log_likelihood)
+
+        hybrid_anomaly_score.HybridAnomalyScore.call = flipped
+    elif case == "paste_marks_crop":
+        import tensorflow as tf
+
+        from keras_gss.data import negatives
+
+        original = negatives._negative_stream
+
+        def whole(crops, seed):  # every crop's mask all True, then the rectangle ignored
+            stream = original(crops, seed)
+            return stream.map(lambda image, mask: (image, tf.ones_like(mask)))
+
+        negatives._negative_stream = whole
+        negatives.SHAPES = ("rectangle", "mask", "mix")
+        original_paste = negatives.paste_negatives
+        negatives.paste_negatives = lambda *a, **k: original_paste(*a, **{**k, "shape": "mask"})
+        keras_gss.data.paste_negatives = negatives.paste_negatives
+    elif case == "flow_drops_logdet":
+        from keras_gss.models.densehybrid import normalizing_flow
+
+        original = normalizing_flow.InvertibleConv1x1.call
+
+        def no_logdet(self, x, reverse=False):
+            out = original(self, x, reverse)
+            return out if reverse else (out[0], 0.0)
+
+        normalizing_flow.InvertibleConv1x1.call = no_logdet
     else:
         raise ValueError(f"Unknown PLANT={case!r}; cases: {sorted(CASES)}.")
 

@@ -25,11 +25,16 @@ def test_quickstart_smoke_then_cli_evaluate(tmp_path, capsys):
     out = tmp_path / "qs"
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--out", str(out),
-         "--image-size", "32", "--steps", "6", "--train-scenes", "24", "--test-scenes", "6"],
+         "--image-size", "32", "--steps", "6", "--finetune-steps", "6", "--train-scenes", "24",
+         "--test-scenes", "6"],
         capture_output=True, text=True, timeout=900,  # as a user runs it: no log settings
         env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| gmmseg | model |" in done.stdout and "| softmax | mahalanobis |" in done.stdout
+    for row in ("densehybrid_real | model:discriminative", "densehybrid_synthetic | model",
+                "gmmseg_dp_real | model:generative"):
+        assert f"| {row} |" in done.stdout, row
+    assert os.path.getsize(out / "score_maps.png") > 0
     # Quiet start-up: none of TensorFlow's C++ log (absl, oneDNN, CUDA probes), no Keras noise.
     noise = re.findall(r".*(?:absl|cuda|CUDA|oneDNN|cpu_feature_guard|^[IWE]\d{4} |"
                        r"shuffle=True).*", done.stdout + done.stderr, flags=re.M)

@@ -32,6 +32,8 @@ MIRRORED = textwrap.dedent("""
             model = (keras_gss.models.GMMSegImageSegmenter(
                 backbone, num_classes=3, num_components=2, embedding_dim=8, memory_size=24,
                 dropout=0.0) if FAMILY == "gmmseg" else
+                keras_gss.models.DenseHybridImageSegmenter(backbone, num_classes=3, dropout=0.0)
+                if FAMILY == "densehybrid" else
                 keras_gss.models.SoftmaxImageSegmenter(backbone, num_classes=3, dropout=0.0))
             for layer in model._flatten_layers():
                 if isinstance(layer, keras.layers.Dropout):  # keras-hub MixFFN's: keep it exact
@@ -40,7 +42,13 @@ MIRRORED = textwrap.dedent("""
                     layer.synchronized = True  # one variance formula in both runs
             # SGD: Adam's first steps are sign(g) and would amplify float noise in tiny gradients.
             model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-        data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+        data = tf.data.Dataset.from_tensor_slices((images, labels))
+        if FAMILY == "densehybrid":  # real negatives pasted by the tf.data transform
+            # One crop: its place and size depend only on (seed, index); which of several
+            # crops goes where follows tf.data's shuffle, new for every iterator Keras makes.
+            crops = np.random.default_rng(1).random((1, 16, 16, 3)).astype("float32")
+            data = keras_gss.data.paste_negatives(data, crops, seed=0)
+        data = data.batch(8)
         history = model.fit(data, epochs=EPOCHS, verbose=0, callbacks=model.default_callbacks(
             **({"update_interval": 1, "mean_momentum": 0.9} if FAMILY == "gmmseg" else {})))
         weights = [ops.convert_to_numpy(v) for v in model.trainable_variables]
@@ -77,7 +85,7 @@ MIRRORED = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("family", ["gmmseg", "softmax"])
+@pytest.mark.parametrize("family", ["gmmseg", "softmax", "densehybrid"])
 def test_two_replicas_match_one_replica(family):
     import json
 
@@ -201,6 +209,9 @@ DATA_PARALLEL = textwrap.dedent("""
     images, labels, _ = colour_scenes(16, size=32, seed=4)
     labels = labels.astype("int32")
     FAMILY = sys.argv[1]
+    if FAMILY == "densehybrid":  # a pasted negative in every image
+        images[:, 20:28, 20:28] = np.random.default_rng(1).random((16, 8, 8, 3))
+        labels[:, 20:28, 20:28] = 254
 
     def run(distribution):
         keras.distribution.set_distribution(distribution)
@@ -211,6 +222,8 @@ DATA_PARALLEL = textwrap.dedent("""
         model = (keras_gss.models.GMMSegImageSegmenter(
             backbone, num_classes=3, num_components=2, embedding_dim=8, memory_size=24,
             dropout=0.0) if FAMILY == "gmmseg" else
+            keras_gss.models.DenseHybridImageSegmenter(backbone, num_classes=3, dropout=0.0)
+            if FAMILY == "densehybrid" else
             keras_gss.models.SoftmaxImageSegmenter(backbone, num_classes=3, dropout=0.0))
         for layer in model._flatten_layers():
             if isinstance(layer, keras.layers.Dropout):
@@ -241,7 +254,7 @@ DATA_PARALLEL = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("family", ["gmmseg", "softmax"])
+@pytest.mark.parametrize("family", ["gmmseg", "softmax", "densehybrid"])
 def test_jax_data_parallel_matches_one_device(family):
     import json
 

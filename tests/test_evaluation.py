@@ -63,6 +63,10 @@ def test_reader_anomaly_masks_match_bool_masks(rng):
     no_labels = np.full_like(labels, 255)  # anomaly-only sets carry no class labels
     as_int = keras_gss.evaluate(model, images, labels, anomaly_sets={"s": (images, no_labels, mask)},
                                 verbose=0)
+    # The same anomaly metrics; open-mIoU needs the class labels only the bool set has.
+    assert "open_miou" in as_bool["s"]["model"] and "open_miou" not in as_int["s"]["model"]
+    for metrics in as_bool["s"].values():
+        metrics.pop("open_miou")
     assert void.any() and as_int["s"] == as_bool["s"]
     expected = keras_gss.metrics.anomaly_metrics(scores[~void], anomaly[~void])
     np.testing.assert_allclose(as_int["s"]["model"]["auroc"], expected["auroc"], atol=1e-12)
@@ -183,3 +187,38 @@ def test_datasets_single_or_batched_equal_arrays(rng, tmp_path):
         assert os.path.getsize(tmp_path / f"batch{batch}" / "pixel_s_overlays.png") > 0
     with pytest.raises(ValueError, match=r"`images` must be 2 arrays or yield 2-tuples"):
         keras_gss.evaluate(model, [images[0]], verbose=0)
+
+
+def test_threshold_at_tpr_is_the_first_roc_point_reaching_95_percent(rng):
+    from sklearn.metrics import roc_curve
+
+    from keras_gss.evaluation import threshold_at_tpr
+
+    scores = np.round(rng.normal(size=2000), 2)  # ties, as real score maps have
+    anomaly = rng.random(2000) < 0.3 + 0.4 * (scores > 0.5)
+    fpr, tpr, thresholds = roc_curve(anomaly, scores)
+    first = np.argmax(tpr >= 0.95)
+    threshold = threshold_at_tpr(scores, anomaly)
+    flagged = scores > threshold
+    assert flagged[anomaly].mean() >= 0.95
+    np.testing.assert_allclose(flagged[anomaly].mean(), tpr[first])
+    np.testing.assert_allclose(flagged[~anomaly].mean(), fpr[first])
+    assert np.isclose(np.nextafter(threshold, np.inf), thresholds[first])
+
+
+def test_open_miou_is_closed_set_miou_with_a_perfect_score_and_falls_without(rng):
+    from keras_gss.evaluation import open_set_miou
+    from keras_gss.metrics import mean_iou
+
+    labels = rng.integers(0, 4, size=5000)  # 3 known classes, 3 = anomaly
+    predicted = np.where(rng.random(5000) < 0.8, np.minimum(labels, 2), rng.integers(0, 3, 5000))
+    image_ids = np.repeat(np.arange(10), 500)
+    perfect = (labels == 3).astype("float32")
+    known = labels < 3
+    # Each half is scored on its own (threshold from the other), so the closed-set mIoU of
+    # the halves, weighted by image count, is what a perfect score reaches.
+    halves = [known & ((image_ids >= 5) == side) for side in (False, True)]
+    closed = np.mean([mean_iou(labels[h], predicted[h], 3) for h in halves])
+    assert np.isclose(open_set_miou(perfect, labels, predicted, image_ids, 3), closed)
+    noisy = perfect + rng.normal(scale=0.6, size=5000).astype("float32")
+    assert open_set_miou(noisy, labels, predicted, image_ids, 3) < closed - 0.05

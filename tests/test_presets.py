@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_every_zoo_preset_record(name):
     assert open_set["threshold"] is None  # no published weights, nothing to calibrate
     # Provenance: paper, license, training data, and a recipe file that exists and agrees.
     provenance = record["provenance"]
-    assert " et al., " in provenance["paper"]
+    assert " et al., " in provenance["paper"] or re.match(r"\w+ and [^,]+, ", provenance["paper"])
     assert provenance["license"] and provenance["training_dataset"]
     recipe = keras_gss.training.load_recipe(os.path.join(ROOT, provenance["recipe"]))
     assert recipe["preset"] == name and recipe["name"] == name

@@ -46,7 +46,7 @@ def _named(namespaces, name):
 
 def test_readme_python_snippets_run(tmp_path):
     namespaces = _run_snippets(os.path.join(ROOT, "README.md"), tmp_path)
-    assert len(namespaces) == 3
+    assert len(namespaces) == 4
     # The base's one-pass prediction and open-set map.
     base = _named(namespaces, "baseline")
     outputs, known, ids = base["outputs"], base["known"], base["ids"]
@@ -61,6 +61,11 @@ def test_readme_python_snippets_run(tmp_path):
     assert gmm["logits"].shape == (16, 32, 32, 3) and gmm["scores"].shape == (16, 32, 32)
     assert set(np.asarray(gmm["open_set"]).ravel().tolist()) <= {0, 1, 2, 3}
     assert np.abs(gmm["restored"].predict(gmm["images"], verbose=0) - gmm["logits"]).max() < 1e-6
+    # DenseHybrid: the hybrid is the sum of its parts, the closed-set model's logits moved on.
+    hybrid = _named(namespaces, "hybrid")["hybrid"]
+    np.testing.assert_allclose(hybrid["anomaly_score"], hybrid["discriminative_score"]
+                               + hybrid["generative_score"], rtol=1e-5, atol=1e-5)
+    assert hybrid["logits"].shape == (16, 32, 32, 3)
     # The zoo builds offline.
     assert tuple(_named(namespaces, "zoo_model")["zoo_model"].output.shape) == (None, 64, 64, 19)
 
@@ -73,6 +78,9 @@ def test_docs_python_snippets_run(tmp_path):
     images, labels = next(iter(_named(namespaces, "train")["train"]))
     assert images.shape == (2, 768, 768, 3) and labels.shape == (2, 768, 768)
     assert set(np.unique(labels.numpy())) <= {0, 13, 255}
+    synthetic = _named(namespaces, "synthetic")
+    assert tuple(synthetic["samples"].shape) == (4, 24, 32, 3)
+    assert type(synthetic["synthetic"].flow).__name__ == "NormalizingFlow"
     streamed = _named(namespaces, "results")["results"]["closed_set"]
     assert 0.0 <= streamed["miou"] <= 1.0 and len(streamed["iou"]) == 19
 

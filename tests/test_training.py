@@ -132,6 +132,26 @@ def test_recipes_follow_the_papers(path):
         assert recipe["schedule"] == {"power": 1.0}
         if record["family"] == "gmmseg":
             assert recipe["callbacks"] == quickstart.EM_OPTIONS
+        if record["family"] == "densehybrid":
+            assert recipe["negatives"] == {"source": "digitscenes",
+                                           "size": quickstart.NEGATIVE_SIDE,
+                                           "shape": "rectangle", "probability": 1.0, "count": 1}
+        return
+    if record["family"] == "densehybrid":
+        # The paper's fine-tuning (10 epochs of Cityscapes train) and the authors' ECCV code
+        # (Adam 1e-6 constant, batch 12, ADE20K crops of 192 pasted as rectangles or 2 classes).
+        assert recipe["batch_size"] == 12 and recipe["iterations"] == 10 * -(-2975 // 12)
+        assert recipe["optimizer"]["learning_rate"] == 1e-6 and recipe["schedule"] is None
+        assert recipe["negatives"] == {"source": "ade20k", "root": "data/ade20k",
+                                       "split": "training", "size": 192, "shape": "mix",
+                                       "probability": 1.0, "count": 1}
+        betas = record["config"]["betas"]
+        assert betas[1] == betas[2] == 10 * betas[3]  # β2 = β3 = 10·β4 in every paper setting
+        assert betas == ([1.0, 0.1, 0.1, 0.01] if record["backbone"]["architecture"]
+                         == "deeplabv3plus" else [1.0, 0.3, 0.3, 0.03])
+        built = build_optimizer(_small_model(), total_steps=recipe["iterations"],
+                                schedule=None, **recipe["optimizer"])
+        assert float(built.learning_rate) == pytest.approx(1e-6)
         return
     # GMMSeg §4.1 and the authors' configs (specs reference-notes §1.9, spec-gmm §4.1).
     dataset = recipe["data"]["name"]
@@ -302,3 +322,36 @@ def test_train_recipe_evaluates_reader_sets_of_mixed_sizes(tmp_path, mixed_size_
     assert evaluated["fishyscapes_laf"]["model"]["auroc"] == pytest.approx(
         summary["results"]["laf"]["model"]["auroc"], abs=1e-4)
     assert os.path.getsize(out / "m_fishyscapes_laf_overlays.png") > 0
+
+
+def test_densehybrid_recipe_fine_tunes_a_closed_set_preset_with_pasted_negatives(tmp_path):
+    from keras_gss.training import _negatives
+    from keras_gss.training import _train_stream
+
+    closed, _ = train_recipe(dict(TINY_RECIPE, name="closed", preset="softmax_segformer_digitscenes",
+                                  model={}, callbacks={}), str(tmp_path / "closed"),
+                             evaluate=False, verbose=0)
+    recipe = load_recipe(dict(
+        TINY_RECIPE, name="hybrid", preset="densehybrid_segformer_digitscenes", model={},
+        callbacks={}, init_from=str(tmp_path / "closed" / "preset"),
+        negatives={"source": "digitscenes", "size": 16, "shape": "rectangle"}))
+    # The stream pastes one negative per crop: labelled 254, never void.
+    images, labels, _ = keras_gss.data.DigitScenes(image_size=32).generate("train", 4)
+    import tensorflow as tf
+
+    stream = _train_stream(recipe, tf.data.Dataset.from_tensor_slices(
+        (images, labels.astype("int32"))), 4, _negatives(recipe, None))
+    batch_labels = next(iter(stream))[1].numpy()
+    assert ((batch_labels == 254).sum(axis=(1, 2)) >= 16 * 16 // 4).all()
+    # Fine-tuning starts from the closed-set weights: identical logits before training.
+    model = keras_gss.from_preset("densehybrid_segformer_digitscenes", load_weights=False,
+                                  image_shape=(32, 32, 3))
+    from keras_gss.models.open_set_image_segmenter import copy_weights
+
+    copy_weights(closed, model)
+    probe = keras_gss.data.normalize_images(images)
+    assert np.array_equal(model.predict(probe, verbose=0), closed.predict(probe, verbose=0))
+    hybrid, summary = train_recipe(recipe, str(tmp_path / "hybrid"), verbose=0)
+    assert type(hybrid).__name__ == "DenseHybridImageSegmenter"
+    assert {"model:discriminative", "model:generative"} <= set(summary["results"]["near-OOD"])
+    assert 0.0 <= summary["results"]["near-OOD"]["model"]["open_miou"] <= 1.0

@@ -1,7 +1,10 @@
-"""Datasets: benchmark readers (official layouts), augmentation, generated scenes."""
+"""Datasets: benchmark readers (official layouts), augmentation, generated scenes, negatives."""
 
 from keras_gss.data.colour_scenes import colour_scenes
 from keras_gss.data.digit_scenes import DigitScenes
+from keras_gss.data.negatives import NEGATIVE_INDEX
+from keras_gss.data.negatives import object_negatives
+from keras_gss.data.negatives import paste_negatives
 from keras_gss.data.normalization import normalize_images
 from keras_gss.data.readers import READERS
 from keras_gss.data.readers import build_dataset

@@ -23,6 +23,9 @@ TEXTURES = ("brick", "grass", "gravel")
 KNOWN_DIGITS = (0, 1, 2, 3, 4, 5)
 NEAR_OOD_DIGITS = (6, 7, 8, 9)
 FAR_OOD_PICTURES = ("coffee", "chelsea", "rocket", "astronaut")
+# Training negatives (DenseHybrid's ADE20K stand-in): scikit-image pictures no split uses.
+NEGATIVE_PICTURES = ("camera", "coins", "moon", "page", "clock", "text", "hubble_deep_field",
+                     "immunohistochemistry", "colorwheel")
 CLASS_NAMES = TEXTURES + tuple(f"digit {d}" for d in KNOWN_DIGITS)
 SPLITS = ("train", "val", "test", "test_near", "test_far")
 GRID = 2  # scenes are a GRID × GRID layout of cells, one digit or picture in each
@@ -125,6 +128,31 @@ class DigitScenes:
             images[i] = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
             labels[i] = label
         return images, labels, anomaly
+
+    def negatives(self, count, side=48):
+        """Crops of `NEGATIVE_PICTURES` to paste as training negatives (DenseHybrid).
+
+        No split uses these pictures: not the far-OOD ones, not the
+        textures. Each crop is a random square of 1-3 × `side` resized to
+        `side`, grey pictures repeated to RGB.
+
+        Returns:
+            uint8 array `(count, side, side, 3)`, a function of `seed`.
+        """
+        skdata = _require("skimage.data")
+        pictures = []
+        for name in NEGATIVE_PICTURES:
+            picture = getattr(skdata, name)().astype(np.float32) / 255.0
+            pictures.append(picture if picture.ndim == 3 else picture[..., None].repeat(3, -1))
+        rng = np.random.default_rng([self.seed, len(SPLITS)])
+        crops = np.empty((count, side, side, 3), np.uint8)
+        for i in range(count):
+            picture = pictures[rng.integers(len(pictures))]
+            span = min(int(side * rng.uniform(1.0, 3.0)), *picture.shape[:2])
+            y0, x0 = (rng.integers(0, picture.shape[k] - span + 1) for k in (0, 1))
+            crop = _resize(picture[y0:y0 + span, x0:x0 + span, :3], side)
+            crops[i] = np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return crops
 
     def _background(self, rng):
         """Two or three texture regions split by random straight boundaries."""

@@ -22,6 +22,8 @@ class InputErrors(keras.layers.Layer):
     Args:
         num_classes: int. Number of known classes.
         ignore_index: int. Label of void pixels. Defaults to `255`.
+        negative_index: int or None. Label of pasted negative pixels, also
+            accepted. Defaults to `None`.
 
     Example:
 
@@ -34,10 +36,11 @@ class InputErrors(keras.layers.Layer):
     ValueError: `y` holds class ids outside [0, 3) ∪ {255}: found [7]. ...
     """
 
-    def __init__(self, num_classes, ignore_index=255, **kwargs):
+    def __init__(self, num_classes, ignore_index=255, negative_index=None, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.negative_index = negative_index
         # [invalid labels, one invalid label value, non-finite image values, non-finite
         # embeddings]; every replica records the same all-reduced counts.
         self.counts = self.add_weight(shape=(4,), dtype="int32", initializer="zeros",
@@ -50,6 +53,8 @@ class InputErrors(keras.layers.Layer):
         labels = ops.cast(labels, "int32")
         known = ops.logical_and(labels >= 0, labels < self.num_classes)
         invalid = ops.logical_and(ops.logical_not(known), labels != self.ignore_index)
+        if self.negative_index is not None:  # pasted negatives (DenseHybrid)
+            invalid = ops.logical_and(invalid, labels != self.negative_index)
         count = ops.sum(ops.cast(invalid, "int32"))
         value = ops.max(ops.where(invalid, labels, _NO_LABEL))
         nonfinite = ops.zeros((), "int32")
@@ -101,5 +106,6 @@ class InputErrors(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "ignore_index": self.ignore_index})
+        config.update({"num_classes": self.num_classes, "ignore_index": self.ignore_index,
+                       "negative_index": self.negative_index})
         return config

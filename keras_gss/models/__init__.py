@@ -8,6 +8,9 @@ from keras_gss.models.backbones import deeplabv3plus_backbone
 from keras_gss.models.backbones import dense_features
 from keras_gss.models.backbones import pyramid_features
 from keras_gss.models.backbones import segformer_backbone
+from keras_gss.models.densehybrid import DenseHybridImageSegmenter
+from keras_gss.models.densehybrid import NormalizingFlow
+from keras_gss.models.densehybrid import pretrain_flow
 from keras_gss.models.gmmseg import GMMSegImageSegmenter
 from keras_gss.models.open_set import open_set_prediction
 from keras_gss.models.open_set_image_segmenter import OpenSetImageSegmenter

@@ -7,7 +7,11 @@ import keras_hub
 import numpy as np
 from keras import ops
 
+from keras_gss.layers.dataset_posterior_head import DatasetPosteriorHead
+from keras_gss.layers.hybrid_anomaly_score import HybridAnomalyScore
 from keras_gss.layers.input_errors import InputErrors
+from keras_gss.losses import DENSEHYBRID_BETAS
+from keras_gss.losses import dataset_posterior_loss
 from keras_gss.losses import sparse_categorical_crossentropy
 from keras_gss.models.backbones import dense_features
 from keras_gss.models.open_set import open_set_prediction
@@ -69,7 +73,19 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
       recipe's `"callbacks"`);
     - `training_state_layers()` (optional): layers that only training
       needs (allocated by `build()` when training starts, left out of
-      presets unless asked).
+      presets unless asked);
+    - `log_likelihood(head, logits)` (optional): the unnormalised
+      log-likelihood `ln p̂(x)` `(B, H, W)` a dataset posterior fuses with;
+      `LSE(logits)` (DenseHybrid Eq. 6) unless the family has its own.
+
+    With `dataset_posterior=True` any family gets DenseHybrid's
+    dataset-posterior head (`DatasetPosteriorHead` on the same pre-logit
+    features, beside the class head, which it leaves untouched), its
+    anomaly score becomes `HybridAnomalyScore` (`ln P(d_out|x) − ln p̂(x)`,
+    with both parts as `"discriminative_score"` and `"generative_score"`
+    outputs), and training adds Eq. 41's terms on pixels labelled
+    `negative_index` (pasted negatives, see
+    `keras_gss.data.paste_negatives`), which the cross-entropy ignores.
 
     Args:
         backbone: a keras-hub backbone (SegFormer/MiT, DeepLabV3+/ResNet)
@@ -80,6 +96,14 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
         anomaly_threshold: float or None. Score above which
             `predict_open_set` marks a pixel as anomalous; `keras-gss train`
             sets it from the evaluation split. Defaults to `None`.
+        dataset_posterior: bool. Add the dataset-posterior head and the
+            hybrid score. Defaults to `False`.
+        betas: `(β1, β2, β3, β4)` of DenseHybrid Eq. 41 (cross-entropy,
+            in-distribution and negative dataset-posterior terms, negative
+            log-likelihood); used with `dataset_posterior`. Defaults to
+            `(1, 0.3, 0.3, 0.03)`, the authors' LDN setting.
+        negative_index: int. Label of pasted negative pixels. Defaults to
+            `254`.
         preprocessor: must be `None`: images are fed preprocessed.
     """
 
@@ -89,7 +113,8 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
     score_name = "anomaly_score"  # what the anomaly score is, for figures and cards
 
     def __init__(self, backbone, num_classes, dropout=0.1, ignore_index=255,
-                 anomaly_threshold=None, preprocessor=None, **kwargs):
+                 anomaly_threshold=None, dataset_posterior=False, betas=DENSEHYBRID_BETAS,
+                 negative_index=254, preprocessor=None, **kwargs):
         name = type(self).__name__
         if preprocessor is not None:
             raise ValueError(f"`preprocessor` must be None: {name} takes images already "
@@ -106,15 +131,30 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
         self.upsample = keras.layers.Resizing(image_shape[0], image_shape[1],
                                               interpolation="bilinear", dtype="float32",
                                               name="upsample")
-        self.input_errors = InputErrors(num_classes, ignore_index, name="input_errors")
+        self.input_errors = InputErrors(
+            num_classes, ignore_index, negative_index=negative_index if dataset_posterior
+            else None, name="input_errors")
+        self.dataset_posterior_head = None
+        if dataset_posterior:
+            self.dataset_posterior_head = DatasetPosteriorHead(name="dataset_posterior_head")
+            self.hybrid_score = HybridAnomalyScore(name="hybrid_score")
 
         # === Functional Model ===
         inputs = keras.Input(shape=image_shape, name="images")
-        head = self.head_outputs(self.feature_dropout(self.dense_features(inputs)))
+        features = self.feature_dropout(self.dense_features(inputs))
+        head = self.head_outputs(features)
         logits = self.upsample(head["logits"])
-        anomaly_score = self.score_anomaly(head, logits)
+        if dataset_posterior:  # Eq. 8, on the class head's own input
+            head["dataset_logit"] = self.dataset_posterior_head(features)
+            parts = self.hybrid_score(self.upsample(head["dataset_logit"])[..., 0],
+                                      log_likelihood=self.log_likelihood(head, logits))
+            anomaly_score = parts["hybrid"]
+            extra = {"discriminative_score": parts["discriminative"],
+                     "generative_score": parts["generative"]}
+        else:
+            anomaly_score, extra = self.score_anomaly(head, logits), {}
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        serving = {"logits": logits, "anomaly_score": anomaly_score}
+        serving = {"logits": logits, "anomaly_score": anomaly_score, **extra}
         # Per image, so predict can name the bad ones: a cheap in-graph check.
         nonfinite = ops.sum(ops.cast(ops.logical_not(ops.isfinite(inputs)), "int32"),
                             axis=(1, 2, 3))
@@ -130,6 +170,9 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
         self.dropout = dropout
         self.ignore_index = ignore_index
         self.anomaly_threshold = anomaly_threshold
+        self.dataset_posterior = dataset_posterior
+        self.betas = [float(b) for b in betas]
+        self.negative_index = negative_index
 
     # === Family hooks ===
 
@@ -152,6 +195,22 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
 
     def training_state_layers(self):
         return []
+
+    def log_likelihood(self, head, logits):
+        return ops.logsumexp(ops.cast(logits, "float32"), axis=-1)  # Eq. 6: ln Σ_y exp s_y
+
+    def with_dataset_posterior(self, cls=None, **kwargs):
+        """This model with DenseHybrid's dataset-posterior head added, to fine-tune with negatives.
+
+        Same weights (class logits bit-identical), a new `DatasetPosteriorHead`;
+        `cls` is the class to build (default: this model's) and `kwargs`
+        override the config (e.g. `betas`).
+        """
+        config = {k: v for k, v in self.get_config().items()
+                  if k not in ("name", "trainable", "dtype")}
+        model = (cls or type(self)).from_config({**config, "dataset_posterior": True, **kwargs})
+        copy_weights(self, model)
+        return model
 
     # === Checks ===
 
@@ -208,7 +267,10 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
             self._check_images(x)
             check_finite("images", x, "Clean or drop those images (np.isfinite) first.")
         if y is not None and not hasattr(y, "element_spec"):
-            check_labels("y", y, self.num_classes, self.ignore_index)
+            checked = y
+            if self.dataset_posterior:  # pasted negatives carry their own label
+                checked = np.where(np.asarray(y) == self.negative_index, self.ignore_index, y)
+            check_labels("y", checked, self.num_classes, self.ignore_index)
         # keras-hub's fit turns arrays into a tf.data stream in order; Keras ignores
         # `shuffle` for streams (and warns), so shuffle a dataset yourself.
         kwargs.setdefault("shuffle", False)
@@ -253,8 +315,18 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
                                                sample_weight, reduce_sum(replicas))
         if training_graph:
             self.input_errors.record(x, labels, replicas)
+            if self.dataset_posterior:
+                loss = self.betas[0] * loss + self.negative_loss(labels, y_pred, replicas)
             loss = loss + self.head_loss(labels, y_pred, replicas)
         return loss + extra
+
+    def negative_loss(self, labels, outputs, replicas):
+        """Eq. 41's dataset-posterior and likelihood terms, at the labels' resolution."""
+        head = {k[len("dense_"):]: v for k, v in outputs.items() if k.startswith("dense_")}
+        dataset_logit = self.upsample(head["dataset_logit"])[..., 0]
+        return dataset_posterior_loss(
+            labels == self.negative_index, dataset_logit,
+            self.log_likelihood(head, outputs["logits"]), self.betas, reduce_sum(replicas))
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if isinstance(y_pred, dict):
@@ -386,16 +458,54 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
         config.update({"num_classes": self.num_classes, "dropout": self.dropout,
                        "ignore_index": self.ignore_index,
                        "anomaly_threshold": self.anomaly_threshold})
+        if self.dataset_posterior:  # older configs stay as they were
+            config.update({"dataset_posterior": True, "betas": list(self.betas),
+                           "negative_index": self.negative_index})
         return config
 
 
-def predict_logits_and_scores(model, images, batch_size=None, verbose=0):
+def copy_weights(source, target):
+    """Copy `source`'s weights into `target`, a model of the same architecture plus new heads.
+
+    Weights are matched in order, skipping `target`'s dataset-posterior
+    head, flow and pasting seed where `source` has none; a shape mismatch is an error
+    naming the weight. Built training state (GMMSeg's memory) comes too.
+    """
+    skip = set()
+    for name in ("dataset_posterior_head", "flow", "paste_seed"):
+        new = getattr(target, name, None)
+        if new is not None and getattr(source, name, None) is None:
+            skip |= {id(v) for v in getattr(new, "weights", None) or [new.state]}
+    for mine, theirs in zip(target.training_state_layers(), source.training_state_layers()):
+        if theirs.weights and not mine.weights:
+            mine.build()
+    targets = [v for v in target.weights if id(v) not in skip]
+    if len(targets) != len(source.weights):
+        raise ValueError(f"`target` has {len(targets)} weights to fill and `source` "
+                         f"{len(source.weights)}; build both from the same configuration.")
+    for variable, counterpart in zip(source.weights, targets):
+        if tuple(counterpart.shape) != tuple(variable.shape):
+            raise ValueError(f"`{variable.path}` {tuple(variable.shape)} of the source model "
+                             f"does not fit `{counterpart.path}` {tuple(counterpart.shape)}; "
+                             "build both from the same backbone configuration.")
+        counterpart.assign(ops.convert_to_numpy(variable))  # a copy: JAX may donate buffers
+
+
+def predict_logits_and_scores(model, images, batch_size=None, verbose=0, parts=False):
     """`(logits, anomaly_score or None)` of any segmenter, as numpy.
 
     One pass for a model with `predict_outputs` (every keras_gss segmenter);
     other Keras models (a keras-hub softmax segmenter, say) give logits only.
+    With `parts=True` a third item maps the parts of a composite score
+    (DenseHybrid's `"discriminative"` and `"generative"`) to their maps.
     """
     if hasattr(model, "predict_outputs"):
         outputs = model.predict_outputs(images, batch_size=batch_size, verbose=verbose)
-        return np.asarray(outputs["logits"]), np.asarray(outputs["anomaly_score"])
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=verbose)), None
+        result = (np.asarray(outputs["logits"]), np.asarray(outputs["anomaly_score"]))
+        extra = {k[:-len("_score")]: np.asarray(v) for k, v in outputs.items()
+                 if k.endswith("_score") and k != "anomaly_score"}
+    else:
+        result = (np.asarray(model.predict(images, batch_size=batch_size, verbose=verbose)),
+                  None)
+        extra = {}
+    return result + (extra,) if parts else result

@@ -54,7 +54,7 @@ class SoftmaxImageSegmenter(OpenSetImageSegmenter):
 
     @property
     def score_name(self):
-        return self.anomaly_score
+        return "ln P(d_out|x) - LSE(s)" if self.dataset_posterior else self.anomaly_score
 
     def head_outputs(self, features):
         return {"logits": self.classifier(features)}

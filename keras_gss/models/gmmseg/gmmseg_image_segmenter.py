@@ -27,7 +27,9 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
     callback fits the mixture from that memory (one is added to `fit` with
     default settings if none is given). No gradient ever reaches the GMM.
     The anomaly score is `-max_c log p(x | c)` (§3.4), higher is more
-    anomalous. Everything else (checks, graphs, prediction, export,
+    anomalous. With `dataset_posterior=True` it is fused with DenseHybrid's
+    dataset posterior instead, `ln P(d_out|x) − max_c log p(x|c)` (a
+    combination neither paper evaluated), trained with pasted negatives. Everything else (checks, graphs, prediction, export,
     presets) comes from `OpenSetImageSegmenter`.
 
     Args:
@@ -84,7 +86,6 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
         Segmentation Models", NeurIPS 2022.
     """
 
-    score_name = "-max_c log p(x|c)"
     loss_description = ("GMM-posterior cross-entropy + component cross-entropy; tune "
                         "`contrast_loss_weight` instead")
 
@@ -140,8 +141,17 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
         self.sinkhorn_iterations = sinkhorn_iterations
         self.contrast_loss_weight = contrast_loss_weight
 
+    @property
+    def score_name(self):
+        if self.dataset_posterior:
+            return "ln P(d_out|x) - max_c log p(x|c)"
+        return "-max_c log p(x|c)"
+
     def head_outputs(self, features):
         return self.gmm_head(features)
+
+    def log_likelihood(self, head, logits):
+        return -self.score_anomaly(head, logits)  # max_c log p(x|c), GMMSeg §3.4
 
     def default_callbacks(self, **options):
         return [SinkhornEM(**options)]
