@@ -16,7 +16,7 @@ class DatasetPosteriorHead(keras.layers.Layer):
 
     >>> import numpy as np
     >>> head = DatasetPosteriorHead()
-    >>> head(np.zeros((2, 4, 4, 8), "float32")).shape
+    >>> tuple(head(np.zeros((2, 4, 4, 8), "float32")).shape)
     (2, 4, 4, 1)
     """
 

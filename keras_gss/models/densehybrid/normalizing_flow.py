@@ -141,7 +141,7 @@ class NormalizingFlow(keras.Model):
     >>> z = flow.encode(x)
     >>> float(np.abs(flow.decode(z) - x).max()) < 1e-4
     True
-    >>> flow.sample(3, 12, 16).shape
+    >>> tuple(flow.sample(3, 12, 16).shape)
     (3, 12, 16, 3)
     """
 
