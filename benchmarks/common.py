@@ -48,6 +48,27 @@ def median_seconds(function, runs=20, warmup=3):
     return statistics.median(times)
 
 
+def interleaved_medians(functions, argument, runs):
+    """Median seconds of each `functions[name](argument)` over `runs` rounds, round-robin.
+
+    Interleaving makes drifts in machine speed hit every function alike;
+    outputs are pulled to numpy so asynchronous work is counted.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    for function in functions.values():
+        for _ in range(3):  # trace and warm up
+            tf.nest.map_structure(np.asarray, function(argument))
+    times = {name: [] for name in functions}
+    for _ in range(runs):
+        for name, function in functions.items():
+            tic = time.perf_counter()
+            tf.nest.map_structure(np.asarray, function(argument))
+            times[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def peak_extra_mb(setup, run, timeout=900):
     """Peak memory (MB) that `run` adds on top of `setup`, in a fresh process.
 

@@ -20,9 +20,7 @@ images), and the flow's sampling alone (16 patches of 32×32).
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
@@ -32,6 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import interleaved_medians  # noqa: E402
 from common import markdown_table  # noqa: E402
 from common import record  # noqa: E402
 from inference_overhead import multiply_adds  # noqa: E402
@@ -42,19 +41,6 @@ def _backbone(family, size):
     if family == "SegFormer-B0":
         return keras_gss.models.segformer_backbone("b0", image_shape=shape)
     return keras_gss.models.deeplabv3plus_backbone("resnet50", image_shape=shape)
-
-
-def interleaved_medians(functions, argument, runs):
-    for function in functions.values():
-        for _ in range(3):  # trace and warm up
-            tf.nest.map_structure(np.asarray, function(argument))
-    times = {name: [] for name in functions}
-    for _ in range(runs):
-        for name, function in functions.items():
-            tic = time.perf_counter()
-            tf.nest.map_structure(np.asarray, function(argument))
-            times[name].append(time.perf_counter() - tic)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def inference(families, size, runs):

@@ -14,6 +14,7 @@ markdown table of mean ± std and, with `--record`, appends it to
     python benchmarks/digitscenes_seeds.py --configs grid --seeds 0,1,2 --record
 
     python benchmarks/digitscenes_seeds.py --configs densehybrid --seeds 0,1,2 --record
+    python benchmarks/digitscenes_seeds.py --configs lgmm --seeds 0,1,2 --record
 
 Configurations: `softmax`; `gmmseg` (the authors' configuration: class
 LayerNorm on, random-filled memory, M-step over the step's classes); the
@@ -26,7 +27,9 @@ fine-tuned from the same seed's trained closed-set model as the quick start
 does (`finetune_with_negatives`): `densehybrid_real`,
 `densehybrid_synthetic` and `gmmseg_dp_real` (GMMSeg with the same
 dataset-posterior head; `densehybrid` names these three with their bases,
-softmax and gmmseg). Runs go seed by seed, so a base trains once per seed.
+softmax and gmmseg); `lgmm` (L-GMM's segmenter at the paper's d = 128,
+G = 3, 2000 embeddings per class; `lgmm_group` names it with softmax and
+gmmseg). Runs go seed by seed, so a base trains once per seed.
 """
 
 import argparse
@@ -64,12 +67,14 @@ CONFIGS = {
     **{name: ("finetuned", {}) for name in FINETUNED},
     "softmax": ("softmax", {}),
     "gmmseg": ("gmmseg", {}),
+    "lgmm": ("lgmm", {}),
     "gmmseg_norm-off_empty": ("gmmseg", {"class_norm": False, "memory_fill": "empty"}),
     "gmmseg_norm-off_random": ("gmmseg", {"class_norm": False, "memory_fill": "random"}),
     "gmmseg_norm-on_empty": ("gmmseg", {"class_norm": True, "memory_fill": "empty"}),
     # Ours, not the authors': a class with no correct pixel in a step writes its labelled ones.
     "gmmseg_starved-fallback": ("gmmseg", {"starved_fallback": True}),
 }
+LGMM = ("softmax", "gmmseg", "lgmm")
 GRID = ("gmmseg", "gmmseg_norm-off_empty", "gmmseg_norm-off_random", "gmmseg_norm-on_empty")
 SETS = ("near-OOD", "near-OOD/textures", "near-OOD/digits",
         "far-OOD", "far-OOD/textures", "far-OOD/digits")
@@ -79,6 +84,7 @@ SCORES = {
     "softmax": (("model", "MSP (own score)"), ("max_logit", "max logit"),
                 ("energy", "energy −LSE(s)")),
     "gmmseg": (("model", "−max log p(x\\|c)"), ("max_softmax", "MSP")),
+    "lgmm": (("model", "−max log p(z\\|y)"), ("max_softmax", "MSP")),
     "finetuned": (("model", "hybrid"), ("model:discriminative", "ln P(d_out\\|x) alone"),
                   ("model:generative", "generative part alone")),
 }
@@ -167,8 +173,8 @@ def table(summaries, seeds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="softmax,gmmseg",
-                        help=f"comma-separated names from {sorted(CONFIGS)}, 'grid' or "
-                             "'densehybrid'")
+                        help=f"comma-separated names from {sorted(CONFIGS)}, 'grid', "
+                             "'densehybrid' or 'lgmm_group'")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--finetune-steps", type=int, default=FINETUNE_STEPS)
@@ -183,7 +189,8 @@ def main():
     keras_gss.utils.quiet.quiet_frameworks()
     names = []
     for name in args.configs.split(","):
-        group = {"grid": GRID, "densehybrid": DENSEHYBRID}.get(name, (name,))
+        group = {"grid": GRID, "densehybrid": DENSEHYBRID,
+                 "lgmm_group": LGMM}.get(name, (name,))
         for expanded in group:
             if expanded not in CONFIGS:
                 parser.error(f"unknown configuration {expanded!r}; choose from {sorted(CONFIGS)}")

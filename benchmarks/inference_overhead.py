@@ -13,9 +13,7 @@ the compute: the floor of its overhead on a compute-bound machine.
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,6 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_gss  # noqa: E402
+from common import interleaved_medians  # noqa: E402
 from common import markdown_table  # noqa: E402
 from common import record  # noqa: E402
 
@@ -77,19 +76,11 @@ def main():
             model = build(family, head, size)
             functions[head] = tf.function(lambda x, m=model: m(x, training=False))
             macs[head] = multiply_adds(functions[head], (1, size, size, 3))
-            for _ in range(3):  # trace and warm up
-                np.asarray(functions[head](image))
-        times = {head: [] for head in heads}
-        for _ in range(args.runs):
-            for head in heads:
-                tic = time.perf_counter()
-                np.asarray(functions[head](image))
-                times[head].append(time.perf_counter() - tic)
+        medians = interleaved_medians(functions, image, args.runs)
         for head in heads:
             kind, classes, components = head
             base = ("softmax", classes, None)
-            median = statistics.median(times[head])
-            base_median = statistics.median(times[base])
+            median, base_median = medians[head], medians[base]
             overhead = (median - base_median) / base_median
             extra = (macs[head] - macs[base]) / macs[base]
             label = f"{kind} C={classes}" + (f", M={components}" if components else "")

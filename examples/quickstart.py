@@ -83,10 +83,11 @@ def load_data(image_size=96, train_scenes=2000, test_scenes=200, seed=0):
 
 def train_model(kind, data, steps, batch_size=16, seed=0, gmmseg=None, em=None,
                 callbacks=(), verbose=2):
-    """Train `"softmax"` or `"gmmseg"` for `steps` steps; returns `(model, seconds)`.
+    """Train `"softmax"`, `"gmmseg"` or `"lgmm"` for `steps` steps; returns `(model, seconds)`.
 
     Poly-decayed AdamW and a shuffled stream seeded by `seed`; `gmmseg` and
-    `em` override `GMMSEG_OPTIONS` and `EM_OPTIONS`.
+    `em` override `GMMSEG_OPTIONS` and `EM_OPTIONS` (`gmmseg` overrides the
+    L-GMM defaults for `"lgmm"`).
     """
     keras.utils.set_random_seed(seed)
     images, labels = data["train"]
@@ -94,6 +95,10 @@ def train_model(kind, data, steps, batch_size=16, seed=0, gmmseg=None, em=None,
     if kind == "softmax":
         model = keras_gss.models.SoftmaxImageSegmenter(
             backbone(data["image_size"]), num_classes=classes)
+        callbacks = list(callbacks)
+    elif kind == "lgmm":  # the paper's d = 128, G = 3, 2000 embeddings per class
+        model = keras_gss.models.LGMMImageSegmenter(
+            backbone(data["image_size"]), num_classes=classes, **(gmmseg or {}))
         callbacks = list(callbacks)
     else:
         model = keras_gss.models.GMMSegImageSegmenter(

@@ -18,6 +18,7 @@ from keras_gss import ops  # noqa: E402
 from keras_gss import optimizers  # noqa: E402
 from keras_gss import training  # noqa: E402
 from keras_gss.evaluation import evaluate  # noqa: E402
+from keras_gss.evaluation import evaluate_osr  # noqa: E402
 from keras_gss.evaluation import format_table  # noqa: E402
 from keras_gss.hub import download_preset  # noqa: E402
 from keras_gss.inference import predict_sliding_window  # noqa: E402

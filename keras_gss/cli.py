@@ -38,8 +38,9 @@ def zoo_table():
             "|---|---|---|---|---|---|"]
     for name in sorted(PRESETS):
         record = PRESETS[name]
+        recipe = record["provenance"]["recipe"]
         rows.append(f"| `{name}` | {_backbone_name(record['backbone'])} | "
-                    f"{record['data']['dataset']} | `{record['provenance']['recipe']}` | "
+                    f"{record['data']['dataset']} | {f'`{recipe}`' if recipe else '(fit)'} | "
                     f"`{record['weights']['handle']}` | {preset_status(record)} |")
     return "\n".join(rows)
 
@@ -137,6 +138,9 @@ def _predict(args):
     from keras_gss.models.open_set_image_segmenter import predict_logits_and_scores
 
     model = keras_gss.from_preset(args.preset)
+    if isinstance(model, keras_gss.models.OpenSetImageClassifier):
+        raise SystemExit(f"error: {args.preset!r} is an image classifier; `predict` writes "
+                         "segmentation maps. Use model.predict_outputs(images) in Python.")
     calibrated = args.threshold if args.threshold is not None \
         else getattr(model, "anomaly_threshold", None)
     height, width = model.input.shape[1:3]

@@ -133,6 +133,10 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
         sliding_window={"crop": 768, "stride": 512})
     ```
     """
+    if hasattr(model, "predict_outputs") and len(model.output.shape) == 2:  # a classifier
+        raise ValueError("`model` is an image classifier; `evaluate` scores segmenters. Use "
+                         "keras_gss.evaluate_osr(model, known_images, known_labels, "
+                         "unknown_images) for open-set recognition.")
     import keras
 
     unknown = [s for s in scores if s not in baselines.SCORES]
@@ -347,3 +351,55 @@ def format_table(results_by_model):
                 row += ([f"{100 * m[k]:.1f}" for k in keys] if m else ["–"] * len(keys))
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+OSR_BASELINES = ("max_softmax", "max_logit", "energy")
+
+
+def evaluate_osr(model, known_images, known_labels, unknown_images, batch_size=None,
+                 scores=OSR_BASELINES, verbose=0):
+    """Open-set recognition: closed-set accuracy and known-vs-unknown detection.
+
+    The model classifies the test images of its known classes (accuracy)
+    and scores them and the images of unknown classes; every score is
+    evaluated with `keras_gss.metrics.open_set_recognition_metrics` (knowns
+    positive): AUROC, FPR95, AUPR-In, AUPR-Out and both detection errors.
+    Scores: `"model"` (the model's own anomaly score: L-GMM's
+    `−max_y log p(z|y)`, a softmax classifier's chosen baseline) and the
+    logit baselines on the same logits (MSP, max logit, energy).
+
+    Args:
+        model: an image classifier with `predict_outputs` (an
+            `OpenSetImageClassifier`).
+        known_images, known_labels: test images of the known classes and
+            their class ids.
+        unknown_images: test images of classes the model never saw.
+        batch_size: int. Prediction batch size.
+        scores: names from `keras_gss.baselines.SCORES` computed from
+            the logits. Defaults to MSP, max logit and energy.
+        verbose: Keras progress-bar setting. Defaults to `0`.
+
+    Returns:
+        dict: `"accuracy"` and, per score name, the metrics dict.
+
+    Example:
+
+    ```python
+    results = keras_gss.evaluate_osr(model, x_known, y_known, x_unknown)
+    results["accuracy"], results["model"]["auroc"]
+    ```
+    """
+    known = model.predict_outputs(known_images, batch_size=batch_size, verbose=verbose)
+    unknown = model.predict_outputs(unknown_images, batch_size=batch_size, verbose=verbose)
+    labels = np.asarray(known_labels).reshape(-1)
+    if labels.shape[0] != known["logits"].shape[0]:
+        raise ValueError(f"`known_labels` has {labels.shape[0]} labels for "
+                         f"{known['logits'].shape[0]} `known_images`; pass one per image.")
+    results = {"accuracy": float(np.mean(known["logits"].argmax(-1) == labels)),
+               "model": metrics.open_set_recognition_metrics(known["anomaly_score"],
+                                                             unknown["anomaly_score"])}
+    for name in scores:
+        score = baselines.SCORES[name]
+        results[name] = metrics.open_set_recognition_metrics(
+            np.asarray(score(known["logits"])), np.asarray(score(unknown["logits"])))
+    return results

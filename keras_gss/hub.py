@@ -128,7 +128,9 @@ def model_card(repo, description, training=None, revision=None, record=None):
     """
     datasets = (training or {}).get("datasets") or (
         [record["data"]["dataset"]] if record else [])
-    front = ["---", "library_name: keras_gss", "pipeline_tag: image-segmentation",
+    classifier = bool(record) and record["task"].endswith("Classifier")
+    front = ["---", "library_name: keras_gss",
+             f"pipeline_tag: image-{'classification' if classifier else 'segmentation'}",
              "license: apache-2.0"]
     if datasets:
         front += ["datasets:"] + [f"- {d}" for d in datasets]
@@ -137,8 +139,11 @@ def model_card(repo, description, training=None, revision=None, record=None):
     lines = front + [f"# {repo}", "", description, "",
                      "```python", "import keras_gss",
                      f'model = keras_gss.from_preset("{handle}")',
-                     "logits = model.predict(images)            # (B, H, W, C)",
-                     "score = model.predict_anomaly(images)     # (B, H, W), higher = anomalous",
+                     *((["logits = model.predict(images)            # (B, C)",
+                         "score = model.predict_anomaly(images)     # (B,), higher = unknown"])
+                       if classifier else
+                       ["logits = model.predict(images)            # (B, H, W, C)",
+                        "score = model.predict_anomaly(images)     # (B, H, W), higher = anomalous"]),
                      "```", ""]
     lines += ["## Weights revision", "",
               (f"`{revision}`: pin it as above; the weights at this commit never change."
@@ -164,8 +169,10 @@ def model_card(repo, description, training=None, revision=None, record=None):
         lines += ["None measured by keras_gss yet.", ""]
     reported = (record or {}).get("provenance", {}).get("paper_reported")
     if reported:
+        labels = {"miou": "mIoU", "top1": "top-1", "top5": "top-5"}
         lines += [f"Reported by the paper ({reported['source']}), not measured here: "
-                  f"mIoU {reported['miou']}"
+                  + ", ".join(f"{label} {reported[k]}" for k, label in labels.items()
+                              if k in reported)
                   + "".join(f"; {k} AUROC {v['auroc']} / AP {v['ap']} / FPR95 {v['fpr95']}"
                             for k, v in reported.items() if isinstance(v, dict)) + ".", ""]
     open_set = (training or {}).get("open_set") or (record or {}).get("open_set")
@@ -183,6 +190,10 @@ def model_card(repo, description, training=None, revision=None, record=None):
                   f"{training['steps']} steps of batch {training['batch_size']}, "
                   f"keras_gss {training['keras_gss_version']}. The exact command:", "",
                   "```bash", training["command"], "```", ""]
+    elif record and not record["provenance"]["recipe"]:
+        lines += [f"No recipe (`keras-gss train` trains segmenters): train on "
+                  f"{record['provenance']['training_dataset']} with `model.fit`, as "
+                  "`examples/open_set_digits.py` does on digits.", ""]
     elif record:
         name = record["provenance"]["recipe"]
         lines += [f"Recipe `{name}` on {record['provenance']['training_dataset']}:", "",

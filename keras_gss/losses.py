@@ -2,6 +2,9 @@
 
 from keras import ops
 
+from keras_gss.ops.gaussian_mixture import component_responsibilities
+from keras_gss.ops.gaussian_mixture import wasserstein_to_uniform
+
 
 def sparse_categorical_crossentropy(
     labels, logits, ignore_index=255, sample_weight=None, reduce_sum=None
@@ -95,3 +98,62 @@ def dataset_posterior_loss(negative, dataset_logit, log_likelihood, betas=DENSEH
     out_term = ops.sum((beta3 * ops.softplus(g)
                         + beta4 * ops.cast(log_likelihood, "float32")) * out)
     return in_term / ops.maximum(count_in, 1.0) + out_term / ops.maximum(count_out, 1.0)
+
+
+def latent_gmm_terms(own_log_likelihood, valid, own_log_weights, memory_log_likelihood,
+                     memory_filled, log_weights, ground_metric="discrete", reduce_sum=None):
+    """L-GMM's generative terms (Eqs. 5–6): `L_mle`, `L_one` and `L_avg`.
+
+    Means over examples and classes where the paper writes sums, so the
+    weights λ do not scale with the batch or the number of classes:
+    - `"nll"` = `−L_mle`: mean over valid examples of
+      `−log Σ_k π_yk N(z; μ_yk, σ_yk)`;
+    - `"one"` = `L_one`: mean over valid examples of
+      `Σ_k (p(k|z, y) − 1[k = k*])²`, `k* = argmax_k p(k|z, y)`;
+    - `"avg"` = `L_avg`: mean over classes with memory entries of
+      `W₁(p(k|y), U(M))`, with `p(k|y)` the mean responsibility over the
+      class's memory entries (see `wasserstein_to_uniform`).
+
+    Args:
+        own_log_likelihood: float `(N, M)`: `log N(z_n; μ_{y_n k}, σ_{y_n k})`.
+        valid: bool `(N,)`: examples with a known label.
+        own_log_weights: float `(N, M)`: `log π_{y_n k}`.
+        memory_log_likelihood: float `(C, Q, M)`: each memory entry under
+            its own class's components.
+        memory_filled: bool `(C, Q)`: filled memory entries.
+        log_weights: float `(C, M)`: `log π_yk`.
+        ground_metric: `"discrete"` or `"index"`. Defaults to `"discrete"`.
+        reduce_sum: optional function summing a scalar over replicas, so the
+            per-example means are global.
+
+    Returns:
+        dict of float32 scalars `"nll"`, `"one"`, `"avg"`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> ll = np.log(np.array([[0.5, 0.5]], "float32"))
+    >>> w = np.log(np.full((1, 2), 0.5, "float32"))
+    >>> t = latent_gmm_terms(ll, np.array([True]), w, ll[None], np.array([[True]]), w)
+    >>> [round(float(t[k]), 4) for k in ("nll", "one", "avg")]
+    [0.6931, 0.5, 0.0]
+    """
+    own = ops.cast(own_log_likelihood, "float32") + ops.cast(own_log_weights, "float32")
+    weight = ops.cast(valid, "float32")
+    count = ops.sum(weight)
+    if reduce_sum is not None:
+        count = reduce_sum(count)
+    count = ops.maximum(count, 1.0)
+    nll = -ops.sum(ops.logsumexp(own, axis=-1) * weight) / count
+    responsibility = ops.softmax(own, axis=-1)
+    hard = ops.one_hot(ops.argmax(responsibility, axis=-1), own.shape[-1])
+    one = ops.sum(ops.sum(ops.square(responsibility - hard), axis=-1) * weight) / count
+
+    filled = ops.cast(memory_filled, "float32")
+    memory = component_responsibilities(ops.cast(memory_log_likelihood, "float32"),
+                                        ops.cast(log_weights, "float32")[:, None, :])
+    usage = ops.sum(memory * filled[..., None], axis=1)  # (C, M), normalised by W₁
+    present = ops.cast(ops.sum(filled, axis=1) > 0, "float32")
+    avg = (ops.sum(wasserstein_to_uniform(usage, ground_metric) * present)
+           / ops.maximum(ops.sum(present), 1.0))
+    return {"nll": nll, "one": one, "avg": avg}

@@ -37,6 +37,11 @@ CASES = {
     # A flow whose 1×1 convolution leaves its log-determinant out.
     "flow_drops_logdet": "tests/models/densehybrid/test_normalizing_flow.py::"
                          "test_log_determinant_equals_a_numerical_jacobian",
+    # L-GMM's generative loss reaching the encoder (no stop-gradient on z): no routing.
+    "lgmm_routing_leak": "tests/models/lgmm/test_lgmm.py::test_gradient_routing_is_the_method",
+    # L-GMM's mixture with uniform weights, the counted π_yk ignored.
+    "lgmm_unweighted_mixture": "tests/models/lgmm/test_lgmm.py::"
+                               "test_training_counts_priors_fills_memory_and_logits_are_eq_7",
     # An M-step that refits every class, not only those labelled in the step (authors' rule).
     "m_step_every_class": "tests/models/gmmseg/test_gmmseg_image_segmenter.py::"
                           "test_m_step_refits_only_the_classes_labelled_in_the_step",
@@ -141,6 +146,20 @@ def pytest_configure(config):
             return out if reverse else (out[0], 0.0)
 
         normalizing_flow.InvertibleConv1x1.call = no_logdet
+    elif case == "lgmm_routing_leak":
+        from keras_gss.layers import gaussian_mixture_head as head
+        from keras_gss.ops.gaussian_mixture import diagonal_gaussian_log_likelihood
+
+        head.GaussianMixtureHead.generative_log_likelihood = (
+            lambda self, z: diagonal_gaussian_log_likelihood(z, self.means,
+                                                             self.mixture_scales()))
+    elif case == "lgmm_unweighted_mixture":
+        from keras_gss.layers import gaussian_mixture_head as head
+
+        from keras import ops
+
+        head.GaussianMixtureHead.log_mixture_weights = lambda self: ops.full(
+            (self.num_classes, self.num_components), -np.log(self.num_components), "float32")
     else:
         raise ValueError(f"Unknown PLANT={case!r}; cases: {sorted(CASES)}.")
 

@@ -33,8 +33,11 @@ def test_every_zoo_preset_builds_offline(name):
     model = keras_gss.from_preset(name, num_classes=2, load_weights=False,
                                   image_shape=(64, 64, 3), **options)
     assert type(model) is TASKS[record["task"]]
-    assert tuple(model.output.shape) == (None, 64, 64, 2)
-    assert tuple(model.dense_features.output.shape)[1:3] == (16, 16)
+    if isinstance(model, keras_gss.models.OpenSetImageClassifier):
+        assert tuple(model.output.shape) == (None, 2)
+    else:
+        assert tuple(model.output.shape) == (None, 64, 64, 2)
+        assert tuple(model.dense_features.output.shape)[1:3] == (16, 16)
     for key, value in record["config"].items():
         if key not in ("num_classes", "memory_size"):
             assert getattr(model, key) == value, key
@@ -62,12 +65,16 @@ def test_every_zoo_preset_record(name):
     assert open_set["threshold"] is None  # no published weights, nothing to calibrate
     # Provenance: paper, license, training data, and a recipe file that exists and agrees.
     provenance = record["provenance"]
-    assert " et al., " in provenance["paper"] or re.match(r"\w+ and [^,]+, ", provenance["paper"])
+    assert (" et al., " in provenance["paper"] or re.match(r"\w+ and [^,]+, ", provenance["paper"])
+            or provenance["paper"].startswith("Anonymous authors, "))  # L-GMM is under review
     assert provenance["license"] and provenance["training_dataset"]
+    reported = provenance["paper_reported"]
+    if record["task"] == "LGMMImageClassifier":  # `keras-gss train` trains segmenters
+        assert provenance["recipe"] is None and 0 < reported["top1"] < 100
+        return
     recipe = keras_gss.training.load_recipe(os.path.join(ROOT, provenance["recipe"]))
     assert recipe["preset"] == name and recipe["name"] == name
     assert recipe["crop"] == data["image_shape"][0]
-    reported = provenance["paper_reported"]
     assert reported is None or (reported["source"] and 0 < reported["miou"] < 100)
 
 

@@ -132,6 +132,8 @@ def test_recipes_follow_the_papers(path):
         assert recipe["schedule"] == {"power": 1.0}
         if record["family"] == "gmmseg":
             assert recipe["callbacks"] == quickstart.EM_OPTIONS
+        if record["family"] == "lgmm":
+            assert recipe["callbacks"] == {} and recipe["model"] == {}
         if record["family"] == "densehybrid":
             assert recipe["negatives"] == {"source": "digitscenes",
                                            "size": quickstart.NEGATIVE_SIDE,

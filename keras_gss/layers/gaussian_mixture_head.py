@@ -27,8 +27,16 @@ class GaussianMixtureHead(keras.layers.Layer):
     the authors' code. By default means and scales are non-trainable: they
     are fitted by Sinkhorn EM (`keras_gss.callbacks.SinkhornEM`), never by
     gradient (GMMSeg). With `trainable_mixture=True` they are trained by
-    gradient instead (L-GMM's generative loss); the scales are then read
-    through the variance floor, so a gradient step cannot make them vanish.
+    gradient instead (L-GMM's generative loss `L_G`, see
+    `keras_gss.models.LGMMImageClassifier`), and the head's own forward pass
+    stops their gradient: the logits (and so the discriminative loss `L_D`)
+    train the encoder only, L-GMM's collaborative routing. The class score
+    is then the π-weighted mixture `log Σ_k π_ck N(x; μ_ck, σ_ck)` with
+    `"logsumexp"`, and the logits add the class prior `log π_c`; both
+    priors come from counts (`class_counts`, `component_counts`, with one
+    added to every count, so an empty count is uniform). The scales are
+    read as `sqrt(σ² + variance_floor)`, so a gradient step cannot make a
+    Gaussian vanish.
 
     The layer returns a dict (`...` is the input's leading axes):
     - `"logits"` `(..., C)`: class logits.
@@ -55,7 +63,12 @@ class GaussianMixtureHead(keras.layers.Layer):
         variance_floor: float. Added to every fitted variance, so
             `σ ≥ sqrt(variance_floor)`. Defaults to `0.01`.
         trainable_mixture: bool. Train means and scales by gradient
-            (L-GMM) instead of EM. Defaults to `False`.
+            (L-GMM) instead of EM, with count-based priors. Defaults to
+            `False`.
+        projection_norm: bool. BatchNorm and ReLU after the projection
+            (GMMSeg's head). Without them the embedding is the linear
+            projection, layer- and L2-normalised (L-GMM: a "simple
+            convolutional layer"). Defaults to `True`.
 
     Example:
 
@@ -83,6 +96,7 @@ class GaussianMixtureHead(keras.layers.Layer):
         class_norm=True,
         variance_floor=0.01,
         trainable_mixture=False,
+        projection_norm=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -100,8 +114,10 @@ class GaussianMixtureHead(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="projection",
         )
-        self.projection_norm = keras.layers.BatchNormalization(
-            dtype=self.dtype_policy, name="projection_norm"
+        self.projection_norm = (
+            keras.layers.BatchNormalization(dtype=self.dtype_policy, name="projection_norm")
+            if projection_norm
+            else None
         )
         # Likelihood math is float32 under any policy (DESIGN contract 3).
         self.feature_norm = keras.layers.LayerNormalization(
@@ -123,6 +139,7 @@ class GaussianMixtureHead(keras.layers.Layer):
         self.class_norm = class_norm
         self.variance_floor = variance_floor
         self.trainable_mixture = trainable_mixture
+        self.projection_norm_enabled = projection_norm
         self.input_channels = None
         self.input_rank = None
 
@@ -136,7 +153,8 @@ class GaussianMixtureHead(keras.layers.Layer):
         self.input_rank = len(input_shape)
         self.projection.build(input_shape)
         embedding_shape = tuple(input_shape[:-1]) + (self.embedding_dim,)
-        self.projection_norm.build(embedding_shape)
+        if self.projection_norm is not None:
+            self.projection_norm.build(embedding_shape)
         self.feature_norm.build(embedding_shape)
         if self.class_score_norm is not None:
             self.class_score_norm.build(
@@ -163,25 +181,55 @@ class GaussianMixtureHead(keras.layers.Layer):
             dtype="float32",
             name="scales",
         )
+        if self.trainable_mixture:
+            # Counts, not gradients, give the priors (L-GMM §3.2); equal on every replica.
+            state = {"initializer": "zeros", "trainable": False, "autocast": False,
+                     "dtype": "float32", "aggregation": "only_first_replica"}
+            self.class_counts = self.add_weight(
+                shape=(self.num_classes,), name="class_counts", **state)
+            self.component_counts = self.add_weight(
+                shape=(self.num_classes, self.num_components), name="component_counts",
+                **state)
         self.built = True
 
     def embed(self, inputs, training=None):
         """Unit-norm float32 embeddings `(..., D)` of features `(..., F)`."""
         x = self.projection(inputs)
-        x = self.projection_norm(x, training=training)
-        x = ops.relu(x)
+        if self.projection_norm is not None:
+            x = ops.relu(self.projection_norm(x, training=training))
         x = self.feature_norm(ops.cast(x, "float32"))
         return l2_normalize(x)
 
     def class_log_likelihood(self, component_log_likelihood):
         """Reduce `(..., C, M)` component scores to `log p(x | c)`."""
-        return reduce_components(component_log_likelihood, self.component_reduction)
+        return reduce_components(component_log_likelihood, self.component_reduction,
+                                 self.log_mixture_weights())
+
+    def log_mixture_weights(self):
+        """`log π_ck` `(C, M)` from the component counts; `None` (uniform) under EM."""
+        if not self.trainable_mixture:
+            return None
+        counts = self.component_counts + 1.0
+        return ops.log(counts / ops.sum(counts, axis=-1, keepdims=True))
+
+    def log_class_prior(self):
+        """`log π_c` `(C,)` from the class counts; `None` under EM (uniform)."""
+        if not self.trainable_mixture:
+            return None
+        counts = self.class_counts + 1.0
+        return ops.log(counts / ops.sum(counts))
 
     def mixture_scales(self):
         """The σ the density uses: gradient-trained scales keep the floor."""
         if not self.trainable_mixture:
             return self.scales
-        return ops.maximum(self.scales, self.variance_floor**0.5)
+        return ops.sqrt(ops.square(self.scales) + self.variance_floor)
+
+    def generative_log_likelihood(self, embeddings):
+        """Component log-densities `(..., C, M)` for `L_G`: live means and
+        scales, no gradient to the embeddings (the encoder)."""
+        return diagonal_gaussian_log_likelihood(
+            ops.stop_gradient(embeddings), self.means, self.mixture_scales())
 
     def call(self, inputs, training=None):
         if len(inputs.shape) != self.input_rank:  # maps and vectors need separate heads
@@ -204,13 +252,16 @@ class GaussianMixtureHead(keras.layers.Layer):
             "learning rate (and loss scaling under mixed_float16).",
         )
         embeddings = self.embed(inputs, training=training)
-        component_ll = diagonal_gaussian_log_likelihood(
-            embeddings, self.means, self.mixture_scales()
-        )
+        means, scales = self.means, self.mixture_scales()
+        if self.trainable_mixture:  # L-GMM: the discriminative path trains the encoder only
+            means, scales = ops.stop_gradient(means), ops.stop_gradient(scales)
+        component_ll = diagonal_gaussian_log_likelihood(embeddings, means, scales)
         class_ll = self.class_log_likelihood(component_ll)
         logits = class_ll
+        if self.trainable_mixture:
+            logits = class_ll + self.log_class_prior()  # Eq. 7's π_y
         if self.class_score_norm is not None:
-            logits = self.class_score_norm(class_ll)
+            logits = self.class_score_norm(logits)
         return {
             "logits": logits,
             "class_log_likelihood": class_ll,
@@ -249,6 +300,7 @@ class GaussianMixtureHead(keras.layers.Layer):
                 "class_norm": self.class_norm,
                 "variance_floor": self.variance_floor,
                 "trainable_mixture": self.trainable_mixture,
+                "projection_norm": self.projection_norm_enabled,
             }
         )
         return config

@@ -2,6 +2,7 @@
 
 from keras_gss.metrics.anomaly import BinnedAnomalyMetrics
 from keras_gss.metrics.anomaly import anomaly_metrics
+from keras_gss.metrics.anomaly import open_set_recognition_metrics
 from keras_gss.metrics.anomaly import per_image_anomaly_metrics
 from keras_gss.metrics.anomaly import roc_pr_curves
 from keras_gss.metrics.calibration import calibration_error

@@ -145,3 +145,43 @@ class BinnedAnomalyMetrics:
         tps = np.cumsum(self.positive[::-1])[used].astype(np.float64)
         fps = np.cumsum(self.negative[::-1])[used].astype(np.float64)
         return _summaries(tps, fps, self.tpr_level)
+
+
+def open_set_recognition_metrics(known_scores, unknown_scores, tpr_level=0.95):
+    """Open-set recognition metrics, known examples positive (L-GMM App. C.1).
+
+    The scores are anomaly scores (higher = more likely unknown); the
+    in-distribution confidence is their negative. Thresholds are the
+    distinct scores, ties forming one threshold.
+
+    Returns a dict:
+    - `"auroc"`: P(known more confident than unknown), ties ½;
+    - `"fpr95"`: the fraction of unknowns accepted at the first threshold
+      accepting ≥ 95% of the knowns;
+    - `"aupr_in"` / `"aupr_out"`: average precision with knowns positive
+      (confidence) / unknowns positive (anomaly score);
+    - `"detection_error"`: `0.5(1 − TPR) + 0.5·FPR` at that 95% threshold
+      (the definition App. C.1 prints);
+    - `"detection_error_min"`: its minimum over thresholds (ODIN's, which
+      the paper's Table 10 matches).
+
+    Example:
+
+    >>> m = open_set_recognition_metrics([0.1, 0.2, 0.5], [0.4, 0.9])
+    >>> round(m["auroc"], 3), m["fpr95"], round(m["detection_error_min"], 3)
+    (0.833, 0.5, 0.167)
+    """
+    known = np.asarray(known_scores, dtype=np.float64).ravel()
+    unknown = np.asarray(unknown_scores, dtype=np.float64).ravel()
+    confidence = -np.concatenate([known, unknown])
+    is_known = np.r_[np.ones(known.size, bool), np.zeros(unknown.size, bool)]
+    inward = anomaly_metrics(confidence, is_known, tpr_level=tpr_level)
+    outward = anomaly_metrics(-confidence, ~is_known, tpr_level=tpr_level)
+    tps, fps = _counts(*_select(confidence, is_known, None))
+    tpr = np.r_[0.0, tps / max(tps[-1], 1)]
+    fpr = np.r_[0.0, fps / max(fps[-1], 1)]
+    error = 0.5 * (1.0 - tpr) + 0.5 * fpr
+    level = f"fpr{round(tpr_level * 100)}"
+    return {"auroc": inward["auroc"], level: inward[level], "aupr_in": inward["ap"],
+            "aupr_out": outward["ap"], "detection_error": float(error[np.argmax(tpr >= tpr_level)]),
+            "detection_error_min": float(error.min())}

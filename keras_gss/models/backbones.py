@@ -37,29 +37,9 @@ def segformer_backbone(
         drop_path_rate: stochastic depth of the last block. Defaults to
             `0.1` (SegFormer).
     """
-    spec = dict(MIT_VARIANTS[variant]) if variant else {}
-    hidden_dims = hidden_dims or spec["hidden_dims"]
-    depths = depths or spec.get("depths") or [1] * len(hidden_dims)
-    levels = len(hidden_dims)
-    num_heads = list(num_heads or [1, 2, 5, 8][:levels])
-    for stage, (width, heads) in enumerate(zip(hidden_dims, num_heads)):
-        if width % heads:
-            raise ValueError(
-                f"`hidden_dims[{stage}]`={width} is not divisible by "
-                f"`num_heads[{stage}]`={heads}; pass `num_heads` that divide "
-                "the stage widths."
-            )
-    encoder = keras_hub.models.MiTBackbone(
-        layerwise_depths=depths,
-        num_layers=levels,
-        layerwise_num_heads=num_heads,
-        layerwise_sr_ratios=[8, 4, 2, 1][:levels],
-        max_drop_path_rate=drop_path_rate,
-        layerwise_patch_sizes=[7, 3, 3, 3][:levels],
-        layerwise_strides=[4, 2, 2, 2][:levels],
-        image_shape=tuple(image_shape),
-        hidden_dims=hidden_dims,
-    )
+    encoder = mit_backbone(variant, image_shape, hidden_dims=hidden_dims, depths=depths,
+                           num_heads=num_heads, drop_path_rate=drop_path_rate)
+    spec = MIT_VARIANTS[variant] if variant else {}
     return keras_hub.models.SegFormerBackbone(
         image_encoder=encoder,
         projection_filters=projection_filters or spec.get("decoder", 256),
@@ -96,14 +76,103 @@ def deeplabv3plus_backbone(
     )
 
 
+def resnet_backbone(variant="resnet50", image_shape=(224, 224, 3)):
+    """A keras-hub ResNet-50/101 image encoder (bottleneck blocks, no pre-activation).
+
+    Its output is the stride-32 map; image classifiers pool it.
+    """
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=RESNET_DEPTHS[variant],
+        stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+        use_pre_activation=False, image_shape=tuple(image_shape))
+
+
+def mit_backbone(variant="b0", image_shape=(224, 224, 3), hidden_dims=None, depths=None,
+                 num_heads=None, drop_path_rate=0.1):
+    """A keras-hub MiT-B0…B5 image encoder (SegFormer's, without its decoder).
+
+    Arguments as `segformer_backbone`'s.
+    """
+    spec = dict(MIT_VARIANTS[variant]) if variant else {}
+    hidden_dims = hidden_dims or spec["hidden_dims"]
+    depths = depths or spec.get("depths") or [1] * len(hidden_dims)
+    levels = len(hidden_dims)
+    num_heads = list(num_heads or [1, 2, 5, 8][:levels])
+    for stage, (width, heads) in enumerate(zip(hidden_dims, num_heads)):
+        if width % heads:
+            raise ValueError(
+                f"`hidden_dims[{stage}]`={width} is not divisible by "
+                f"`num_heads[{stage}]`={heads}; pass `num_heads` that divide "
+                "the stage widths."
+            )
+    return keras_hub.models.MiTBackbone(
+        layerwise_depths=depths,
+        num_layers=levels,
+        layerwise_num_heads=num_heads,
+        layerwise_sr_ratios=[8, 4, 2, 1][:levels],
+        max_drop_path_rate=drop_path_rate,
+        layerwise_patch_sizes=[7, 3, 3, 3][:levels],
+        layerwise_strides=[4, 2, 2, 2][:levels],
+        image_shape=tuple(image_shape),
+        hidden_dims=hidden_dims,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_gss")
+class DigitCNNBackbone(keras_hub.models.Backbone):
+    """A small CNN for 28×28 digits: per stage two 3×3 conv + BN + ReLU, then 2× pooling.
+
+    Trained from scratch in minutes on CPU, as L-GMM trains its encoders
+    from scratch; its output is the last stage's map (7×7 for 28×28 and 3
+    stages). A keras-hub `Backbone`, so its tasks save to presets.
+
+    Args:
+        image_shape: tuple. Input shape. Defaults to `(28, 28, 1)`.
+        filters: widths of the stages. Defaults to `(32, 64, 128)`.
+    """
+
+    def __init__(self, image_shape=(28, 28, 1), filters=(32, 64, 128), **kwargs):
+        inputs = keras.Input(shape=tuple(image_shape), name="images")
+        x = inputs
+        for stage, width in enumerate(filters):
+            for conv in range(2):
+                x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
+                                        name=f"stage{stage}_conv{conv}")(x)
+                # Momentum 0.9: moving statistics settle within a short from-scratch run.
+                x = keras.layers.BatchNormalization(momentum=0.9,
+                                                    name=f"stage{stage}_bn{conv}")(x)
+                x = keras.layers.ReLU(name=f"stage{stage}_relu{conv}")(x)
+            if stage < len(filters) - 1:
+                x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+        super().__init__(inputs=inputs, outputs=x, **kwargs)
+        self.image_shape = tuple(image_shape)
+        self.filters = list(filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"image_shape": self.image_shape, "filters": self.filters})
+        return config
+
+
+def digit_cnn_backbone(variant=None, image_shape=(28, 28, 1), filters=(32, 64, 128)):
+    """A `DigitCNNBackbone` (`variant` is unused: one size)."""
+    del variant
+    return DigitCNNBackbone(image_shape=image_shape, filters=filters)
+
+
 def build_backbone(architecture, variant, image_shape, **options):
-    """Build a zoo backbone by name (`"segformer"` or `"deeplabv3plus"`).
+    """Build a zoo backbone by name: `"segformer"`, `"deeplabv3plus"` (segmenters),
+    `"resnet"`, `"mit"` or `"digit_cnn"` (image classifiers).
 
     `options` go to the builder (e.g. `hidden_dims` for a custom MiT).
     """
     builders = {
         "segformer": segformer_backbone,
         "deeplabv3plus": deeplabv3plus_backbone,
+        "resnet": resnet_backbone,
+        "mit": mit_backbone,
+        "digit_cnn": digit_cnn_backbone,
     }
     if architecture not in builders:
         raise ValueError(

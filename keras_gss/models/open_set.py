@@ -1,6 +1,47 @@
-"""Open-set prediction from logits and an anomaly score."""
+"""What every open-set task shares: its graphs, checks on calls, and open-set prediction."""
 
+import keras
 from keras import ops
+
+
+class Graphs:
+    """Holds auxiliary views of the task's graph out of Keras tracking.
+
+    They share every layer with the task; keeping them untracked keeps the
+    saved weight paths those of the task alone.
+    """
+
+    def __init__(self, **graphs):
+        self.__dict__.update(graphs)
+
+
+class OpenSetTask:
+    """Mixin of the segmenter and classifier bases: checked calls, the training graph, and
+    the loss-less compile state; the task sets `self._graphs` (`Graphs` with a `train`
+    view returning `"logits"` and the head's outputs) and implements `_check_images`."""
+
+    def __call__(self, inputs, *args, **kwargs):
+        if hasattr(inputs, "shape"):
+            self._check_images(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
+        if training:
+            return self._graphs.train(inputs, training=True)
+        # Unset means inference: keras-hub's SegFormer decoder would otherwise
+        # update its BatchNorm statistics on a plain `model(images)`.
+        return super().call(inputs, training=False, mask=mask)
+
+    def compile_from_config(self, config):
+        # Recompile on `load_model` so a resumed training keeps its optimizer.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, dict):
+            y_pred = y_pred["logits"]
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
 
 def open_set_prediction(logits, anomaly_score, threshold, anomaly_label=None):

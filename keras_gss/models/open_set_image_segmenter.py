@@ -14,6 +14,8 @@ from keras_gss.losses import DENSEHYBRID_BETAS
 from keras_gss.losses import dataset_posterior_loss
 from keras_gss.losses import sparse_categorical_crossentropy
 from keras_gss.models.backbones import dense_features
+from keras_gss.models.open_set import Graphs
+from keras_gss.models.open_set import OpenSetTask
 from keras_gss.models.open_set import open_set_prediction
 from keras_gss.preset_files import write_version
 from keras_gss.utils import keras_compat
@@ -25,17 +27,6 @@ from keras_gss.utils.distribution import reduce_sum
 from keras_gss.utils.distribution import replica_context
 
 
-class _Graphs:
-    """Holds auxiliary views of the task's graph out of Keras tracking.
-
-    They share every layer with the task; keeping them untracked keeps the
-    saved weight paths those of the task alone.
-    """
-
-    def __init__(self, **graphs):
-        self.__dict__.update(graphs)
-
-
 class _RaiseInputErrors(keras.callbacks.Callback):
     """Raises, after each training batch, the bad inputs its compiled step counted."""
 
@@ -43,7 +34,7 @@ class _RaiseInputErrors(keras.callbacks.Callback):
         self.model.input_errors.raise_for_errors()
 
 
-class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
+class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
     """Base of the keras_gss segmenters: logits and an anomaly score per pixel.
 
     A backbone gives dense stride-4 features (`dense_features`), spatial
@@ -68,6 +59,8 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
     - `head_loss(labels, outputs, replicas)` (optional): loss terms added
       to the cross-entropy; `outputs` holds `"logits"` and every head
       output as `"dense_<name>"`;
+    - `loss_labels(labels, outputs)` (optional): the labels every loss
+      sees, from the given ones and the training graph's outputs;
     - `default_callbacks(**options)` (optional): callbacks `fit` adds
       unless the user passed one of the same type (`options` come from a
       recipe's `"callbacks"`);
@@ -158,7 +151,7 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
         # Per image, so predict can name the bad ones: a cheap in-graph check.
         nonfinite = ops.sum(ops.cast(ops.logical_not(ops.isfinite(inputs)), "int32"),
                             axis=(1, 2, 3))
-        self._graphs = _Graphs(
+        self._graphs = Graphs(
             train=keras.Model(inputs, {"logits": logits,
                                        **{f"dense_{k}": v for k, v in head.items()}}),
             serving=keras.Model(inputs, serving),
@@ -186,6 +179,9 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
 
     def head_loss(self, labels, outputs, replicas):
         return 0.0
+
+    def loss_labels(self, labels, outputs):
+        return labels  # the label maps `(B, H, W)` the losses see (DenseHybrid marks pastes)
 
     def default_callbacks(self, **options):
         if options:
@@ -225,18 +221,6 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
                 f"shape {tuple(images.shape)}. Resize or crop them, or build the model "
                 "with that image_shape.")
 
-    def __call__(self, inputs, *args, **kwargs):
-        if hasattr(inputs, "shape"):
-            self._check_images(inputs)
-        return super().__call__(inputs, *args, **kwargs)
-
-    def call(self, inputs, training=None, mask=None):
-        if training:
-            return self._graphs.train(inputs, training=True)
-        # Unset means inference: keras-hub's SegFormer decoder would otherwise
-        # update its BatchNorm statistics on a plain `model(images)`.
-        return super().call(inputs, training=False, mask=mask)
-
     # === Training ===
 
     def compile(self, optimizer="auto", loss=None, *, metrics=None, **kwargs):
@@ -255,12 +239,6 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
             optimizer = keras.optimizers.AdamW(learning_rate=6e-5, weight_decay=0.01)
         keras.Model.compile(self, optimizer=optimizer, loss=None,
                             metrics=None if metrics == "auto" else metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        # Recompile on `load_model` so a resumed training keeps its optimizer.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         if hasattr(x, "shape"):  # JAX traces `call` directly, past `__call__`'s check
@@ -310,6 +288,8 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
         if replicas is not None:
             extra = extra / replicas.num_replicas_in_sync
         training_graph = isinstance(y_pred, dict)
+        if training_graph:
+            labels = self.loss_labels(labels, y_pred)
         logits = y_pred["logits"] if training_graph else y_pred
         loss = sparse_categorical_crossentropy(labels, logits, self.ignore_index,
                                                sample_weight, reduce_sum(replicas))
@@ -320,6 +300,14 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
             loss = loss + self.head_loss(labels, y_pred, replicas)
         return loss + extra
 
+    @staticmethod
+    def labels_at(labels, dense):
+        """Labels `(B, H, W)` resampled (nearest) to a dense head output's grid, flattened."""
+        height, width = dense.shape[1], dense.shape[2]
+        coarse = ops.image.resize(ops.cast(labels[..., None], "float32"), (height, width),
+                                  interpolation="nearest")
+        return ops.reshape(ops.cast(coarse, "int32"), (-1,))
+
     def negative_loss(self, labels, outputs, replicas):
         """Eq. 41's dataset-posterior and likelihood terms, at the labels' resolution."""
         head = {k[len("dense_"):]: v for k, v in outputs.items() if k.startswith("dense_")}
@@ -327,11 +315,6 @@ class OpenSetImageSegmenter(keras_hub.models.ImageSegmenter):
         return dataset_posterior_loss(
             labels == self.negative_index, dataset_logit,
             self.log_likelihood(head, outputs["logits"]), self.betas, reduce_sum(replicas))
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if isinstance(y_pred, dict):
-            y_pred = y_pred["logits"]
-        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     # === Inference ===
 

@@ -30,6 +30,11 @@ DATASETS = {
                  "num_classes": 171, "sliding_window": None},
         "training_dataset": "COCO-Stuff-10k train (9,000 images, 171 classes)",
     },
+    "imagenet": {
+        "data": {"dataset": "imagenet", "image_shape": (224, 224, 3), "class_names": None,
+                 "num_classes": 1000, "sliding_window": None},
+        "training_dataset": "ImageNet-1K train (1.28M images, 1000 classes)",
+    },
     "digitscenes": {
         "data": {"dataset": "digitscenes", "image_shape": (96, 96, 3),
                  "class_names": DIGITSCENES_CLASSES, "num_classes": len(DIGITSCENES_CLASSES),

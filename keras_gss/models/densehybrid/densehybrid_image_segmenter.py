@@ -5,7 +5,6 @@ from keras import ops
 
 from keras_gss.models.densehybrid.normalizing_flow import NormalizingFlow
 from keras_gss.models.softmax_image_segmenter import SoftmaxImageSegmenter
-from keras_gss.utils.distribution import replica_context
 
 # DenseHybrid Eq. 17's weight of the flow's Jensen-Shannon term (every setting of the paper).
 JSD_WEIGHT = 0.03
@@ -180,19 +179,17 @@ class DenseHybridImageSegmenter(SoftmaxImageSegmenter):
         outputs["flow_loss"] = nll + self.jsd_weight * jsd
         return outputs
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if not (isinstance(y_pred, dict) and "synthetic_negative" in y_pred):
-            return super().compute_loss(x, y, y_pred, sample_weight, training)
-        y_pred = dict(y_pred)
-        pasted, flow_loss = y_pred.pop("synthetic_negative"), y_pred.pop("flow_loss")
-        labels = ops.cast(y, "int32")
-        if len(labels.shape) == 4:
-            labels = labels[..., 0]
-        labels = ops.where(pasted, self.negative_index, labels)
-        replicas = replica_context()
+    def loss_labels(self, labels, outputs):
+        if "synthetic_negative" not in outputs:
+            return labels
+        return ops.where(outputs["synthetic_negative"], self.negative_index, labels)
+
+    def head_loss(self, labels, outputs, replicas):
+        if "flow_loss" not in outputs:
+            return 0.0
         if replicas is not None:  # Keras sums replicas' gradients
-            flow_loss = flow_loss / replicas.num_replicas_in_sync
-        return super().compute_loss(x, labels, y_pred, sample_weight, training) + flow_loss
+            return outputs["flow_loss"] / replicas.num_replicas_in_sync
+        return outputs["flow_loss"]
 
     def training_state_layers(self):
         return [] if self.flow is None else [self.flow]

@@ -162,10 +162,7 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
     def head_loss(self, labels, outputs, replicas):
         num_classes, m = self.num_classes, self.num_components
         component_ll = outputs["dense_component_log_likelihood"]
-        height, width = component_ll.shape[1], component_ll.shape[2]
-        coarse = ops.image.resize(ops.cast(labels[..., None], "float32"), (height, width),
-                                  interpolation="nearest")
-        coarse = ops.reshape(ops.cast(coarse, "int32"), (-1,))
+        coarse = self.labels_at(labels, component_ll)
         component_ll = ops.reshape(component_ll, (-1, num_classes, m))
         known = ops.logical_and(coarse >= 0, coarse < num_classes)
         safe = ops.where(known, coarse, 0)
