@@ -3,6 +3,8 @@
 import keras
 import keras_hub
 
+from keras_gss.utils.checks import check_choice
+
 # MiT-B0..B5 (Xie et al., SegFormer, Table 6) and their decoder widths.
 MIT_VARIANTS = {
     "b0": {"hidden_dims": [32, 64, 160, 256], "depths": [2, 2, 2, 2],
@@ -130,28 +132,39 @@ class DigitCNNBackbone(keras_hub.models.Backbone):
     Args:
         image_shape: tuple. Input shape. Defaults to `(28, 28, 1)`.
         filters: widths of the stages. Defaults to `(32, 64, 128)`.
+        normalization: `"batch"` (BatchNorm, momentum 0.9) or `"group"`
+            (GroupNorm, 8 groups: no batch statistics, so training and
+            inference normalise alike; see `docs/lgmm.md`). Defaults to
+            `"batch"`.
     """
 
-    def __init__(self, image_shape=(28, 28, 1), filters=(32, 64, 128), **kwargs):
+    def __init__(self, image_shape=(28, 28, 1), filters=(32, 64, 128), normalization="batch",
+                 **kwargs):
+        check_choice("normalization", normalization, ("group", "batch"))
         inputs = keras.Input(shape=tuple(image_shape), name="images")
         x = inputs
         for stage, width in enumerate(filters):
             for conv in range(2):
                 x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                                         name=f"stage{stage}_conv{conv}")(x)
-                # Momentum 0.9: moving statistics settle within a short from-scratch run.
-                x = keras.layers.BatchNormalization(momentum=0.9,
-                                                    name=f"stage{stage}_bn{conv}")(x)
+                if normalization == "group":  # no batch statistics: train and test alike
+                    x = keras.layers.GroupNormalization(min(8, width),
+                                                        name=f"stage{stage}_gn{conv}")(x)
+                else:  # momentum 0.9: moving statistics settle within a short run
+                    x = keras.layers.BatchNormalization(momentum=0.9,
+                                                        name=f"stage{stage}_bn{conv}")(x)
                 x = keras.layers.ReLU(name=f"stage{stage}_relu{conv}")(x)
             if stage < len(filters) - 1:
                 x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
         super().__init__(inputs=inputs, outputs=x, **kwargs)
         self.image_shape = tuple(image_shape)
         self.filters = list(filters)
+        self.normalization = normalization
 
     def get_config(self):
         config = super().get_config()
-        config.update({"image_shape": self.image_shape, "filters": self.filters})
+        config.update({"image_shape": self.image_shape, "filters": self.filters,
+                       "normalization": self.normalization})
         return config
 
 

@@ -130,7 +130,9 @@ class OpenSetImageClassifier(OpenSetTask, keras_hub.models.ImageClassifier):
             if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(f"`y` must hold class ids in [0, {self.num_classes}); "
                                  f"received values in [{labels.min()}, {labels.max()}].")
-        kwargs.setdefault("shuffle", True)
+        # keras-hub's fit streams arrays in order and ignores `shuffle` (with a warning), so
+        # shuffle the arrays or the dataset yourself.
+        kwargs.setdefault("shuffle", False)
         return super().fit(x, y, *args, **kwargs)
 
     def make_train_function(self, force=False):

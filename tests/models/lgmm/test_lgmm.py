@@ -208,6 +208,10 @@ def test_evaluate_osr_matches_scikit_learn():
 
 
 def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="normalization"):
+        DigitCNNBackbone(normalization="layer")
+    grouped = DigitCNNBackbone(filters=(4, 8), normalization="group")
+    assert DigitCNNBackbone.from_config(grouped.get_config()).normalization == "group"
     with pytest.raises(ValueError, match="ground_metric"):
         _classifier(ground_metric="euclid")
     model = _classifier()
