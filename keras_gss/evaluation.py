@@ -9,6 +9,7 @@ from keras import ops
 from keras_gss import baselines
 from keras_gss import metrics
 from keras_gss.inference import predict_sliding_window
+from keras_gss.models.open_set_image_classifier import OpenSetImageClassifier
 from keras_gss.models.open_set_image_segmenter import predict_logits_and_scores
 
 DEFAULT_SCORES = ("max_softmax", "entropy", "max_logit", "energy")
@@ -133,7 +134,7 @@ def evaluate(model, images, labels=None, anomaly_sets=None, num_classes=None,
         sliding_window={"crop": 768, "stride": 512})
     ```
     """
-    if hasattr(model, "predict_outputs") and len(model.output.shape) == 2:  # a classifier
+    if isinstance(model, OpenSetImageClassifier):
         raise ValueError("`model` is an image classifier; `evaluate` scores segmenters. Use "
                          "keras_gss.evaluate_osr(model, known_images, known_labels, "
                          "unknown_images) for open-set recognition.")
