@@ -276,11 +276,11 @@ DATA_PARALLEL = textwrap.dedent("""
 """)
 
 
-# The stateful families by default; the stateless ones (their MirroredStrategy runs above stay
-# in the default run) with `pytest -m slow`. `.ci/run` runs these in its JAX pass.
+# GMMSeg (the first family with training state) by default; the others with
+# `pytest -m slow` (their MirroredStrategy runs above stay in the default run).
 @pytest.mark.parametrize("family", ["gmmseg", pytest.param("softmax", marks=pytest.mark.slow),
                                     pytest.param("densehybrid", marks=pytest.mark.slow),
-                                    "lgmm"])
+                                    pytest.param("lgmm", marks=pytest.mark.slow)])
 def test_jax_data_parallel_matches_one_device(family):
     import json
 

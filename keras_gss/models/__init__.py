@@ -13,6 +13,8 @@ from keras_gss.models.densehybrid import DenseHybridImageSegmenter
 from keras_gss.models.densehybrid import NormalizingFlow
 from keras_gss.models.densehybrid import pretrain_flow
 from keras_gss.models.gmmseg import GMMSegImageSegmenter
+from keras_gss.models.gss import DiscreteVAE
+from keras_gss.models.gss import GSSImageSegmenter
 from keras_gss.models.lgmm import LatentGMM
 from keras_gss.models.lgmm import LGMMImageClassifier
 from keras_gss.models.lgmm import LGMMImageSegmenter

@@ -3,6 +3,9 @@
 import keras
 from keras import ops
 
+from keras_gss.baselines import SCORES
+from keras_gss.utils.checks import check_choice
+
 
 class Graphs:
     """Holds auxiliary views of the task's graph out of Keras tracking.
@@ -42,6 +45,37 @@ class OpenSetTask:
         if isinstance(y_pred, dict):
             y_pred = y_pred["logits"]
         return super().compute_metrics(x, y, y_pred, sample_weight)
+
+
+class SoftmaxBaseline:
+    """Mixin of the softmax baselines: a linear classifier trained by cross-entropy, its
+    anomaly score computed from the logits after the fact (`keras_gss.baselines.SCORES`).
+
+    The task passes its classifier layer (1×1 convolution or dense) and the
+    score's name to `__init__`, before its own arguments.
+    """
+
+    def __init__(self, classifier, anomaly_score, backbone, num_classes, **kwargs):
+        check_choice("anomaly_score", anomaly_score, tuple(SCORES))
+        # === Layers ===
+        self.classifier = classifier
+        self.anomaly_score = anomaly_score  # read by score_anomaly while building
+
+        # === Functional Model ===
+        super().__init__(backbone, num_classes, **kwargs)
+
+    @property
+    def score_name(self):
+        return self.anomaly_score
+
+    def head_outputs(self, features):
+        return {"logits": self.classifier(features)}
+
+    def score_anomaly(self, head, logits):
+        return SCORES[self.anomaly_score](logits)
+
+    def get_config(self):
+        return {**super().get_config(), "anomaly_score": self.anomaly_score}
 
 
 def open_set_prediction(logits, anomaly_score, threshold, anomaly_label=None):

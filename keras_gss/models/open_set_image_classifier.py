@@ -5,12 +5,11 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from keras_gss.baselines import SCORES
 from keras_gss.losses import sparse_categorical_crossentropy
 from keras_gss.models.open_set import Graphs
 from keras_gss.models.open_set import OpenSetTask
+from keras_gss.models.open_set import SoftmaxBaseline
 from keras_gss.utils import keras_compat
-from keras_gss.utils.checks import check_choice
 from keras_gss.utils.checks import check_rank
 from keras_gss.utils.distribution import reduce_sum
 from keras_gss.utils.distribution import replica_context
@@ -188,7 +187,7 @@ class OpenSetImageClassifier(OpenSetTask, keras_hub.models.ImageClassifier):
 
 
 @keras.saving.register_keras_serializable(package="keras_gss")
-class SoftmaxImageClassifier(OpenSetImageClassifier):
+class SoftmaxImageClassifier(SoftmaxBaseline, OpenSetImageClassifier):
     """Softmax classifier: the discriminative baseline of the open-set protocol.
 
     A linear layer on the pooled features, trained by cross-entropy; its
@@ -214,22 +213,5 @@ class SoftmaxImageClassifier(OpenSetImageClassifier):
     """
 
     def __init__(self, backbone, num_classes, anomaly_score="max_softmax", **kwargs):
-        check_choice("anomaly_score", anomaly_score, tuple(SCORES))
-        self.classifier = keras.layers.Dense(num_classes, name="classifier")
-        self.anomaly_score = anomaly_score
-        super().__init__(backbone, num_classes, **kwargs)
-
-    @property
-    def score_name(self):
-        return self.anomaly_score
-
-    def head_outputs(self, features):
-        return {"logits": self.classifier(features)}
-
-    def score_anomaly(self, head, logits):
-        return SCORES[self.anomaly_score](logits)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"anomaly_score": self.anomaly_score})
-        return config
+        classifier = keras.layers.Dense(num_classes, name="classifier")
+        super().__init__(classifier, anomaly_score, backbone, num_classes, **kwargs)

@@ -53,7 +53,9 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
     hooks read, then calls `super().__init__`, and implements:
     - `head_outputs(features)`: a dict of dense tensors with `"logits"`
       `(B, h, w, C)` and, if the head scores anomalies itself,
-      `"anomaly_score"` `(B, h, w)`;
+      `"anomaly_score"` `(B, h, w)`; a head whose logits carry no gradient
+      adds `"training_logits"`, which the cross-entropy trains instead (the
+      training graph then leaves `"logits"` out);
     - `score_anomaly(head, logits)` (optional): the anomaly score
       `(B, H, W)` from the head's outputs and the upsampled logits;
     - `head_loss(labels, outputs, replicas)` (optional): loss terms added
@@ -103,6 +105,7 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
     backbone_cls = None
     preprocessor_cls = None
     loss_description = "cross-entropy over the labelled pixels"
+    cross_entropy_weight = 1.0  # of the logits' cross-entropy beside the head's own terms
     score_name = "anomaly_score"  # what the anomaly score is, for figures and cards
 
     def __init__(self, backbone, num_classes, dropout=0.1, ignore_index=255,
@@ -136,6 +139,8 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
         inputs = keras.Input(shape=image_shape, name="images")
         features = self.feature_dropout(self.dense_features(inputs))
         head = self.head_outputs(features)
+        # A head whose logits carry no gradient (GSS decodes argmax tokens) trains others.
+        training_logits = head.pop("training_logits", None)
         logits = self.upsample(head["logits"])
         if dataset_posterior:  # Eq. 8, on the class head's own input
             head["dataset_logit"] = self.dataset_posterior_head(features)
@@ -151,8 +156,13 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
         # Per image, so predict can name the bad ones: a cheap in-graph check.
         nonfinite = ops.sum(ops.cast(ops.logical_not(ops.isfinite(inputs)), "int32"),
                             axis=(1, 2, 3))
+        if training_logits is not None:
+            head = {k: v for k, v in head.items() if k != "logits"}
+            logits_trained = self.upsample(training_logits)
+        else:
+            logits_trained = logits
         self._graphs = Graphs(
-            train=keras.Model(inputs, {"logits": logits,
+            train=keras.Model(inputs, {"logits": logits_trained,
                                        **{f"dense_{k}": v for k, v in head.items()}}),
             serving=keras.Model(inputs, serving),
             checked=keras.Model(inputs, {**serving, "nonfinite": nonfinite}),
@@ -291,8 +301,8 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
         if training_graph:
             labels = self.loss_labels(labels, y_pred)
         logits = y_pred["logits"] if training_graph else y_pred
-        loss = sparse_categorical_crossentropy(labels, logits, self.ignore_index,
-                                               sample_weight, reduce_sum(replicas))
+        loss = self.cross_entropy_weight * sparse_categorical_crossentropy(
+            labels, logits, self.ignore_index, sample_weight, reduce_sum(replicas))
         if training_graph:
             self.input_errors.record(x, labels, replicas)
             if self.dataset_posterior:

@@ -2,13 +2,12 @@
 
 import keras
 
-from keras_gss.baselines import SCORES
+from keras_gss.models.open_set import SoftmaxBaseline
 from keras_gss.models.open_set_image_segmenter import OpenSetImageSegmenter
-from keras_gss.utils.checks import check_choice
 
 
 @keras.saving.register_keras_serializable(package="keras_gss")
-class SoftmaxImageSegmenter(OpenSetImageSegmenter):
+class SoftmaxImageSegmenter(SoftmaxBaseline, OpenSetImageSegmenter):
     """Softmax segmenter: the discriminative baseline of every open-set family.
 
     The same dense stride-4 features as the other families, a 1×1
@@ -44,25 +43,9 @@ class SoftmaxImageSegmenter(OpenSetImageSegmenter):
     """
 
     def __init__(self, backbone, num_classes, anomaly_score="max_softmax", **kwargs):
-        check_choice("anomaly_score", anomaly_score, tuple(SCORES))
-        # === Layers ===
-        self.classifier = keras.layers.Conv2D(num_classes, 1, name="classifier")
-        self.anomaly_score = anomaly_score  # read by score_anomaly while building
-
-        # === Functional Model ===
-        super().__init__(backbone, num_classes, **kwargs)
+        classifier = keras.layers.Conv2D(num_classes, 1, name="classifier")
+        super().__init__(classifier, anomaly_score, backbone, num_classes, **kwargs)
 
     @property
     def score_name(self):
         return "ln P(d_out|x) - LSE(s)" if self.dataset_posterior else self.anomaly_score
-
-    def head_outputs(self, features):
-        return {"logits": self.classifier(features)}
-
-    def score_anomaly(self, head, logits):
-        return SCORES[self.anomaly_score](logits)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"anomaly_score": self.anomaly_score})
-        return config

@@ -18,6 +18,10 @@ _IGNORE = 255  # the memory's label for examples of no known class
 class LatentGMM:
     """The parts of an L-GMM task beside its encoder (a mixin of the L-GMM tasks).
 
+    It builds the head and the memory, then the task (`super().__init__`),
+    and owns `head_outputs`, the generative loss and the config; the
+    arguments are documented on `LGMMImageClassifier`.
+
     - `gmm_head`: a `GaussianMixtureHead` with `trainable_mixture=True`,
       the π-weighted mixture (`"logsumexp"`) and no class LayerNorm; its
       forward pass stops the gradient to μ and σ, so the discriminative loss
@@ -35,10 +39,13 @@ class LatentGMM:
       counts `π_y` are running label counts.
     """
 
-    def _build_latent_gmm(self, num_classes, num_components, embedding_dim, variance_floor,
-                          memory_size, samples_per_class, lambda_one, lambda_avg,
-                          ground_metric):
+    loss_description = "L_D (cross-entropy of the GMM posterior) + L_G; tune the lambdas"
+
+    def __init__(self, backbone, num_classes, num_components=3, embedding_dim=128,
+                 variance_floor=0.01, memory_size=2000, samples_per_class=64,
+                 lambda_one=1.0, lambda_avg=1.0, ground_metric="discrete", **kwargs):
         check_choice("ground_metric", ground_metric, GROUND_METRICS)
+        # === Layers ===
         self.gmm_head = GaussianMixtureHead(
             num_classes=num_classes, num_components=num_components,
             embedding_dim=embedding_dim, component_reduction="logsumexp", class_norm=False,
@@ -57,10 +64,14 @@ class LatentGMM:
         self.lambda_avg = lambda_avg
         self.ground_metric = ground_metric
 
-    def _initialise_scales(self):
+        # === Functional Model ===
+        super().__init__(backbone, num_classes, **kwargs)
         # σ of unit-norm embeddings spread over the sphere, not N(0, 1)'s.
         head = self.gmm_head
-        head.scales.assign(ops.full(head.scales.shape, head.embedding_dim**-0.5, "float32"))
+        head.scales.assign(ops.full(head.scales.shape, embedding_dim**-0.5, "float32"))
+
+    def head_outputs(self, features):
+        return self.gmm_head(features)
 
     def training_state_layers(self):
         return [self.feature_memory]
@@ -112,8 +123,9 @@ class LatentGMM:
         memory.write(all_z, all_labels, ops.zeros_like(all_labels))
         return loss
 
-    def latent_gmm_config(self):
+    def get_config(self):
         return {
+            **super().get_config(),
             "num_components": self.num_components,
             "embedding_dim": self.embedding_dim,
             "variance_floor": self.variance_floor,

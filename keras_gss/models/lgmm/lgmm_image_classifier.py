@@ -68,23 +68,7 @@ class LGMMImageClassifier(LatentGMM, OpenSetImageClassifier):
         (L-GMM), Eqs. 2–7 and Algorithm 1.
     """
 
-    loss_description = "L_D (cross-entropy of the GMM posterior) + L_G; tune the lambdas"
     score_name = "-max_y log p(z|y)"
-
-    def __init__(self, backbone, num_classes, num_components=3, embedding_dim=128,
-                 variance_floor=0.01, memory_size=2000, samples_per_class=64,
-                 lambda_one=1.0, lambda_avg=1.0, ground_metric="discrete", **kwargs):
-        self._build_latent_gmm(num_classes, num_components, embedding_dim, variance_floor,
-                               memory_size, samples_per_class, lambda_one, lambda_avg,
-                               ground_metric)
-        super().__init__(backbone, num_classes, **kwargs)
-        self._initialise_scales()
-
-    def head_outputs(self, features):
-        return self.gmm_head(features)
 
     def head_loss(self, labels, outputs, replicas):
         return self.generative_loss(outputs["head_embeddings"], labels, replicas)
-
-    def get_config(self):
-        return {**super().get_config(), **self.latent_gmm_config()}

@@ -44,25 +44,11 @@ class LGMMImageSegmenter(LatentGMM, OpenSetImageSegmenter):
     ```
     """
 
-    loss_description = "L_D (cross-entropy of the GMM posterior) + L_G; tune the lambdas"
-
-    def __init__(self, backbone, num_classes, num_components=3, embedding_dim=128,
-                 variance_floor=0.01, memory_size=2000, samples_per_class=64,
-                 lambda_one=1.0, lambda_avg=1.0, ground_metric="discrete", **kwargs):
-        self._build_latent_gmm(num_classes, num_components, embedding_dim, variance_floor,
-                               memory_size, samples_per_class, lambda_one, lambda_avg,
-                               ground_metric)
-        super().__init__(backbone, num_classes, **kwargs)
-        self._initialise_scales()
-
     @property
     def score_name(self):
         if self.dataset_posterior:
             return "ln P(d_out|x) - max_y log p(z|y)"
         return "-max_y log p(z|y)"
-
-    def head_outputs(self, features):
-        return self.gmm_head(features)
 
     def log_likelihood(self, head, logits):
         return -self.score_anomaly(head, logits)
@@ -70,6 +56,3 @@ class LGMMImageSegmenter(LatentGMM, OpenSetImageSegmenter):
     def head_loss(self, labels, outputs, replicas):
         embeddings = outputs["dense_embeddings"]
         return self.generative_loss(embeddings, self.labels_at(labels, embeddings), replicas)
-
-    def get_config(self):
-        return {**super().get_config(), **self.latent_gmm_config()}
