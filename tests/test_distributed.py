@@ -94,7 +94,9 @@ MIRRORED = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("family", ["gmmseg", "softmax", "densehybrid", "lgmm"])
+# Softmax is DenseHybrid's base (its loss without the extra terms): slow.
+@pytest.mark.parametrize("family", ["gmmseg", pytest.param("softmax", marks=pytest.mark.slow),
+                                    "densehybrid", "lgmm"])
 def test_two_replicas_match_one_replica(family):
     import json
 
@@ -201,6 +203,7 @@ def test_two_workers_keep_identical_gmm_state(tmp_path, family):
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
 
 
+@pytest.mark.slow  # the example end to end; its MirroredStrategy training is tested above
 def test_distributed_example_runs_on_two_cpu_devices(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "preset"

@@ -326,6 +326,7 @@ def test_train_recipe_evaluates_reader_sets_of_mixed_sizes(tmp_path, mixed_size_
     assert os.path.getsize(out / "m_fishyscapes_laf_overlays.png") > 0
 
 
+@pytest.mark.slow  # trains two recipes; the quick start fine-tunes a closed-set model too
 def test_densehybrid_recipe_fine_tunes_a_closed_set_preset_with_pasted_negatives(tmp_path):
     from keras_gss.training import _negatives
     from keras_gss.training import _train_stream

@@ -139,20 +139,8 @@ class DigitScenes:
         Returns:
             uint8 array `(count, side, side, 3)`, a function of `seed`.
         """
-        skdata = _require("skimage.data")
-        pictures = []
-        for name in NEGATIVE_PICTURES:
-            picture = getattr(skdata, name)().astype(np.float32) / 255.0
-            pictures.append(picture if picture.ndim == 3 else picture[..., None].repeat(3, -1))
-        rng = np.random.default_rng([self.seed, len(SPLITS)])
-        crops = np.empty((count, side, side, 3), np.uint8)
-        for i in range(count):
-            picture = pictures[rng.integers(len(pictures))]
-            span = min(int(side * rng.uniform(1.0, 3.0)), *picture.shape[:2])
-            y0, x0 = (rng.integers(0, picture.shape[k] - span + 1) for k in (0, 1))
-            crop = _resize(picture[y0:y0 + span, x0:x0 + span, :3], side)
-            crops[i] = np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return crops
+        return picture_crops(NEGATIVE_PICTURES, count, side,
+                             np.random.default_rng([self.seed, len(SPLITS)]))
 
     def _background(self, rng):
         """Two or three texture regions split by random straight boundaries."""
@@ -263,6 +251,35 @@ class DigitScenes:
 
         anomaly = load("anomaly") > 0 if os.path.isdir(os.path.join(folder, "anomaly")) else None
         return load("images"), load("labels"), anomaly
+
+
+def picture_crops(names, count, side, rng, span=(1.0, 3.0)):
+    """Random square crops of scikit-image's bundled pictures, resized to `side`.
+
+    Args:
+        names: names of `skimage.data` pictures; grey ones are repeated to RGB.
+        count: int. Number of crops.
+        side: int. Side of each crop.
+        rng: a numpy `Generator`.
+        span: `(low, high)`: each crop covers `U(low, high) × side` pixels of
+            its picture (at most the picture's side) before resizing.
+
+    Returns:
+        uint8 array `(count, side, side, 3)`.
+    """
+    skdata = _require("skimage.data")
+    pictures = []
+    for name in names:
+        picture = getattr(skdata, name)().astype(np.float32) / 255.0
+        pictures.append(picture if picture.ndim == 3 else picture[..., None].repeat(3, -1))
+    crops = np.empty((count, side, side, 3), np.uint8)
+    for i in range(count):
+        picture = pictures[rng.integers(len(pictures))]
+        extent = min(int(side * rng.uniform(*span)), *picture.shape[:2])
+        y0, x0 = (rng.integers(0, picture.shape[k] - extent + 1) for k in (0, 1))
+        crop = _resize(picture[y0:y0 + extent, x0:x0 + extent, :3], side)
+        crops[i] = np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return crops
 
 
 def _dilate(mask, radius):

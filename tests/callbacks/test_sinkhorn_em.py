@@ -173,7 +173,8 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+# JAX's run is slow: `.ci/run`'s JAX pass runs this file's other tests on JAX.
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=pytest.mark.slow)])
 def test_callback_fits_gmm_on_backend(backend):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", _SCRIPT], env=env,

@@ -51,8 +51,12 @@ def test_nan_images_raise_at_predict_naming_images(family):
         model.predict_open_set(images, verbose=0)  # no calibrated threshold yet
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize("jit_compile", [False, True])
+# The check lives in the base: the plain step, and GMMSeg's stateful step under XLA, by
+# default; the other two pairs with `pytest -m slow`.
+@pytest.mark.parametrize("family, jit_compile", [
+    ("softmax", False), ("gmmseg", True),
+    pytest.param("softmax", True, marks=pytest.mark.slow),
+    pytest.param("gmmseg", False, marks=pytest.mark.slow)])
 def test_nan_images_raise_at_fit_naming_images(family, jit_compile):
     import tensorflow as tf
 
@@ -130,6 +134,7 @@ def test_cli_errors_are_one_line_with_debug_for_the_traceback(tmp_path):
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
 
 
+@pytest.mark.slow  # two fits of GMMSeg
 def test_default_callbacks_are_added_once(monkeypatch):
     model = _model("gmmseg")
     images, labels = make_scenes(4)
@@ -186,6 +191,7 @@ print("MOVED", float(np.abs(keras.ops.convert_to_numpy(model.gmm_head.means) - s
 """
 
 
+@pytest.mark.slow  # trains on both backends in fresh processes
 def test_backends_train_alike_from_the_same_weights(tmp_path):
     """TensorFlow and JAX, started from the same weights, give the same GMMSeg training."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -39,7 +39,7 @@ def test_learns_colour_scenes_and_scores_known_pixels_low():
     import keras
 
     keras.utils.set_random_seed(0)
-    images, labels = make_scenes(64, seed=0)
+    images, labels = make_scenes(32, seed=0)
     test_images, test_labels = make_scenes(16, seed=1)
     model = tiny_segmenter(SoftmaxImageSegmenter, dropout=0.0)
     model.fit(images, labels, batch_size=8, epochs=8, verbose=0)

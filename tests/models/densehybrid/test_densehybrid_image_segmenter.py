@@ -40,6 +40,7 @@ def test_densehybrid_passes_the_shared_checks(tmp_path):
     run_segmenter_test(DenseHybridImageSegmenter, {}, _hybrid_reference, tmp_path)
 
 
+@pytest.mark.slow  # the same head and score as DenseHybrid's checks; the quick start trains it
 def test_gmmseg_with_a_dataset_posterior_passes_the_shared_checks(tmp_path):
     run_segmenter_test(
         GMMSegImageSegmenter, dict(GMM, dataset_posterior=True),
@@ -48,6 +49,7 @@ def test_gmmseg_with_a_dataset_posterior_passes_the_shared_checks(tmp_path):
         tmp_path)
 
 
+@pytest.mark.slow  # trains two families; the quick start fine-tunes from a closed-set model
 def test_the_head_leaves_closed_set_logits_bit_identical():
     images, labels = make_scenes(4)
     for closed in (tiny_segmenter(SoftmaxImageSegmenter), tiny_segmenter(GMMSegImageSegmenter,

@@ -237,6 +237,7 @@ def test_resumed_training_continues_em_schedule(tmp_path):
     assert np.abs(seen[2] - means_at_7).max() > 0
 
 
+@pytest.mark.slow  # XLA's compile of the whole step; the JIT path is in test_nan_images_raise_at_fit
 def test_xla_compiled_training_keeps_memory_consistent():
     # TensorFlow's jit_compile="auto" picks XLA on a GPU, so the memory write must compile.
     keras.utils.set_random_seed(3)
@@ -313,6 +314,7 @@ _SEEDED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two fresh quick-start trainings
 def test_seeded_training_repeats_its_gmm_state_exactly():
     """Two fresh runs of the quick start's GMMSeg training, same seed: identical bits."""
     examples = os.path.join(ROOT, "examples")
@@ -320,7 +322,8 @@ def test_seeded_training_repeats_its_gmm_state_exactly():
     assert first == second and len(first.splitlines()) == 6
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("policy", [pytest.param("mixed_float16", marks=pytest.mark.slow),
+                                    "mixed_bfloat16"])
 def test_mixed_precision_200_steps_on_digitscenes(policy):
     import tensorflow as tf
 
