@@ -18,7 +18,10 @@ def test_shapes_downsampling_and_dall_e_size():
     reconstruction = np.asarray(dvae.decode(tokens))
     assert reconstruction.shape == (2, 16, 24, 3)
     assert reconstruction.min() > 0 and reconstruction.max() < 1
-    # With the defaults it is DALL-E's dVAE: 53.8 M + 43.8 M parameters (spec §6).
+
+
+def test_the_defaults_are_dall_e_size():
+    # 53.8 M + 43.8 M parameters (spec §6).
     dall_e = DiscreteVAE()
     assert dall_e.count_params() == 97_616_006
     assert dall_e.encoder.count_params() == 53_786_240
