@@ -15,6 +15,8 @@ markdown table of mean ± std and, with `--record`, appends it to
 
     python benchmarks/digitscenes_seeds.py --configs densehybrid --seeds 0,1,2 --record
     python benchmarks/digitscenes_seeds.py --configs lgmm --seeds 0,1,2 --record
+    python benchmarks/digitscenes_seeds.py --configs gss --seeds 0,1,2 --record \
+        --tokenizer outputs/gss_tokenizer/tokenizer
 
 Configurations: `softmax`; `gmmseg` (the authors' configuration: class
 LayerNorm on, random-filled memory, M-step over the step's classes); the
@@ -29,7 +31,10 @@ does (`finetune_with_negatives`): `densehybrid_real`,
 dataset-posterior head; `densehybrid` names these three with their bases,
 softmax and gmmseg); `lgmm` (L-GMM's segmenter at the paper's d = 128,
 G = 3, 2000 embeddings per class; `lgmm_group` names it with softmax and
-gmmseg). Runs go seed by seed, so a base trains once per seed.
+gmmseg); `gss_ff` (GSS-FF on the frozen tokenizer `--tokenizer`, trained
+by `zoo/recipes/gss_tokenizer_natural_crops.json`) and `gss_ftw` (the same
+prior with a learned windowed-attention `X⁻¹`; `gss` names both with
+softmax). Runs go seed by seed, so a base trains once per seed.
 """
 
 import argparse
@@ -54,6 +59,8 @@ from quickstart import FINETUNE_STEPS  # noqa: E402
 from quickstart import evaluate_model  # noqa: E402
 from quickstart import finetune_with_negatives  # noqa: E402
 from quickstart import load_data  # noqa: E402
+from quickstart import plot_gss  # noqa: E402
+from quickstart import train_maskige_decoder  # noqa: E402
 from quickstart import train_model  # noqa: E402
 
 # Fine-tuned configurations: name -> (base configuration, negatives).
@@ -68,6 +75,8 @@ CONFIGS = {
     "softmax": ("softmax", {}),
     "gmmseg": ("gmmseg", {}),
     "lgmm": ("lgmm", {}),
+    "gss_ff": ("gss", {}),
+    "gss_ftw": ("gss", {}),  # gss_ff's prior with a learned X⁻¹ (train_maskige_decoder)
     "gmmseg_norm-off_empty": ("gmmseg", {"class_norm": False, "memory_fill": "empty"}),
     "gmmseg_norm-off_random": ("gmmseg", {"class_norm": False, "memory_fill": "random"}),
     "gmmseg_norm-on_empty": ("gmmseg", {"class_norm": True, "memory_fill": "empty"}),
@@ -75,6 +84,7 @@ CONFIGS = {
     "gmmseg_starved-fallback": ("gmmseg", {"starved_fallback": True}),
 }
 LGMM = ("softmax", "gmmseg", "lgmm")
+GSS = ("softmax", "gss_ff", "gss_ftw")
 GRID = ("gmmseg", "gmmseg_norm-off_empty", "gmmseg_norm-off_random", "gmmseg_norm-on_empty")
 SETS = ("near-OOD", "near-OOD/textures", "near-OOD/digits",
         "far-OOD", "far-OOD/textures", "far-OOD/digits")
@@ -85,6 +95,7 @@ SCORES = {
                 ("energy", "energy −LSE(s)")),
     "gmmseg": (("model", "−max log p(x\\|c)"), ("max_softmax", "MSP")),
     "lgmm": (("model", "−max log p(z\\|y)"), ("max_softmax", "MSP")),
+    "gss": (("model", "1 − max p(z\\|x) (ours)"), ("max_softmax", "MSP")),
     "finetuned": (("model", "hybrid"), ("model:discriminative", "ln P(d_out\\|x) alone"),
                   ("model:generative", "generative part alone")),
 }
@@ -185,18 +196,26 @@ def main():
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--out", default="outputs/digitscenes_seeds")
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    parser.add_argument("--tokenizer", default="outputs/gss_tokenizer/tokenizer",
+                        help="GSS's frozen tokenizer: a DiscreteVAE preset directory")
+    parser.add_argument("--decoder-steps", type=int, default=500,
+                        help="gss_ftw: steps of the learned X⁻¹ on predicted maskiges")
     args = parser.parse_args()
     keras_gss.utils.quiet.quiet_frameworks()
     names = []
     for name in args.configs.split(","):
         group = {"grid": GRID, "densehybrid": DENSEHYBRID,
-                 "lgmm_group": LGMM}.get(name, (name,))
+                 "lgmm_group": LGMM, "gss": GSS}.get(name, (name,))
         for expanded in group:
             if expanded not in CONFIGS:
                 parser.error(f"unknown configuration {expanded!r}; choose from {sorted(CONFIGS)}")
             if expanded not in names:
                 names.append(expanded)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if any(CONFIGS[n][0] == "gss" for n in names) and not os.path.isdir(args.tokenizer):
+        parser.error(f"--tokenizer {args.tokenizer!r} is not a directory; train one with "
+                     "keras-gss train zoo/recipes/gss_tokenizer_natural_crops.json "
+                     "--out outputs/gss_tokenizer")
     os.makedirs(args.out, exist_ok=True)
     data = load_data(args.image_size, args.train_scenes, args.test_scenes)
     checkpoints = [round(args.steps * (k + 1) / args.checkpoints) for k in range(args.checkpoints)]
@@ -214,11 +233,23 @@ def main():
                 model, seconds = finetune_with_negatives(
                     trained[base], negatives, data, args.finetune_steps, seed=seed,
                     callbacks=[log], verbose=0, learning_rate=args.finetune_learning_rate)
+            elif name == "gss_ftw":
+                if "gss_ff" not in trained:
+                    trained["gss_ff"] = train_model("gss", data, args.steps, seed=seed,
+                                                    options={"tokenizer": args.tokenizer},
+                                                    verbose=0)[0]
+                model, seconds = train_maskige_decoder(trained["gss_ff"], data,
+                                                       args.decoder_steps, seed=seed, verbose=0)
             else:
-                model, seconds = train_model(kind, data, args.steps, seed=seed, gmmseg=options,
+                if kind == "gss":
+                    options = {**options, "tokenizer": args.tokenizer}
+                model, seconds = train_model(kind, data, args.steps, seed=seed, options=options,
                                              callbacks=[log], verbose=0)
-                if name in ("softmax", "gmmseg"):
+                if name in ("softmax", "gmmseg", "gss_ff"):
                     trained[name] = model
+            if kind == "gss" and seed == seeds[0]:
+                print("wrote", plot_gss(os.path.join(args.out, f"{name}_maskiges.png"), model,
+                                        data), flush=True)
             results = evaluate_model(model, data, name)
             runs[name].append(flatten(results))
             raw.setdefault(name, []).append({"seed": seed, "train_seconds": seconds,

@@ -35,6 +35,7 @@ from keras_gss.baselines import MahalanobisScore
 from keras_gss.data import DigitScenes
 from keras_gss.data import normalize_images
 from keras_gss.data import paste_negatives
+from keras_gss.layers.maskige_codec import unmap_pixels
 from keras_gss.models import DenseHybridImageSegmenter
 from keras_gss.models import NormalizingFlow
 from keras_gss.models import pretrain_flow
@@ -81,29 +82,33 @@ def load_data(image_size=96, train_scenes=2000, test_scenes=200, seed=0):
     }
 
 
-def train_model(kind, data, steps, batch_size=16, seed=0, gmmseg=None, em=None,
+def train_model(kind, data, steps, batch_size=16, seed=0, options=None, em=None,
                 callbacks=(), verbose=2):
-    """Train `"softmax"`, `"gmmseg"` or `"lgmm"` for `steps` steps; returns `(model, seconds)`.
+    """Train a `"softmax"`, `"gmmseg"`, `"lgmm"` or `"gss"` model; returns `(model, seconds)`.
 
-    Poly-decayed AdamW and a shuffled stream seeded by `seed`; `gmmseg` and
-    `em` override `GMMSEG_OPTIONS` and `EM_OPTIONS` (`gmmseg` overrides the
-    L-GMM defaults for `"lgmm"`).
+    Poly-decayed AdamW and a shuffled stream seeded by `seed`; `options`
+    override the family's arguments (`GMMSEG_OPTIONS`, L-GMM's defaults,
+    the `gss_ff_segformer_digitscenes` preset's, whose `tokenizer` a
+    trained tokenizer's directory replaces) and `em` the `EM_OPTIONS`.
     """
     keras.utils.set_random_seed(seed)
     images, labels = data["train"]
     classes = data["num_classes"]
+    callbacks = list(callbacks)
     if kind == "softmax":
         model = keras_gss.models.SoftmaxImageSegmenter(
             backbone(data["image_size"]), num_classes=classes)
-        callbacks = list(callbacks)
     elif kind == "lgmm":  # the paper's d = 128, G = 3, 2000 embeddings per class
         model = keras_gss.models.LGMMImageSegmenter(
-            backbone(data["image_size"]), num_classes=classes, **(gmmseg or {}))
-        callbacks = list(callbacks)
+            backbone(data["image_size"]), num_classes=classes, **(options or {}))
+    elif kind == "gss":
+        config = {**keras_gss.presets.PRESETS["gss_ff_segformer_digitscenes"]["config"],
+                  **(options or {}), "num_classes": classes}
+        model = keras_gss.models.GSSImageSegmenter(backbone(data["image_size"]), **config)
     else:
         model = keras_gss.models.GMMSegImageSegmenter(
             backbone(data["image_size"]), num_classes=classes,
-            **{**GMMSEG_OPTIONS, **(gmmseg or {})})
+            **{**GMMSEG_OPTIONS, **(options or {})})
         callbacks = [keras_gss.callbacks.SinkhornEM(**{**EM_OPTIONS, **(em or {})}),
                      *callbacks]
     model.compile(optimizer=keras.optimizers.AdamW(PolyWarmup(LEARNING_RATE, steps)),
@@ -119,6 +124,24 @@ def train_model(kind, data, steps, batch_size=16, seed=0, gmmseg=None, em=None,
     model.fit(stream, epochs=epochs, steps_per_epoch=steps // epochs, callbacks=callbacks,
               verbose=verbose)
     return model, time.time() - tic
+
+
+def train_maskige_decoder(model, data, steps, batch_size=16, seed=0, verbose=2):
+    """GSS-FT-W from a trained GSS-FF: its preset's learned `X⁻¹` trained on predicted maskiges.
+
+    Returns `(model, seconds)`; the prior and the tokenizer stay as trained.
+    """
+    keras.utils.set_random_seed(seed)
+    record = keras_gss.presets.PRESETS["gss_ftw_segformer_digitscenes"]["config"]
+    tic = time.time()
+    ftw = model.with_maskige_decoder(record["maskige_decoder"], record["decoder_config"])
+    stream = (tf.data.Dataset.from_tensor_slices(data["train"])
+              .shuffle(len(data["train"][0]), seed=seed).repeat()
+              .batch(batch_size, drop_remainder=True).prefetch(2))
+    epochs = max(1, round(steps * batch_size / len(data["train"][0])))
+    ftw.fit_maskige_decoder(stream, epochs=epochs, steps_per_epoch=steps // epochs,
+                            verbose=verbose)
+    return ftw, time.time() - tic
 
 
 def finetune_with_negatives(closed_set, negatives, data, steps=FINETUNE_STEPS, seed=0,
@@ -177,6 +200,25 @@ SUMMARY_SCORES = {
     **{name: ("model", "model:discriminative", "model:generative")
        for name in ("densehybrid_real", "densehybrid_synthetic", "gmmseg_dp_real")},
 }
+
+
+def plot_gss(path, model, data, count=4):
+    """GSS's pictures of test scenes: image, maskige, the frozen tokenizer's reconstruction of
+    it, the maskige the prior predicts, and the mask read off it (class colours)."""
+    images, labels = data["test"][0][:count], data["test"][1][:count]
+    maskige = model.codec.encode(labels)
+    tokenizer = model.tokenizer
+    reconstructed = tokenizer.decode(tokenizer.encode(maskige))
+    predicted = model.predict(images, verbose=0).argmax(-1)
+    from keras_gss import plots
+
+    colours = model.codec.colours / 255.0
+    return plots.plot_maskiges(path, images, {
+        "maskige (ground truth)": unmap_pixels(ops.convert_to_numpy(maskige)),
+        "tokenizer reconstruction": unmap_pixels(ops.convert_to_numpy(reconstructed)),
+        "predicted maskige": unmap_pixels(model.predict_maskige(images, verbose=0)),
+        "predicted mask": colours[predicted],
+    }, title=f"{model.maskige_decoder} decoding")
 
 
 def summary_table(results):
@@ -243,7 +285,7 @@ def main():
     results, timings, models = {}, {}, {}
     for name in ("softmax", "gmmseg"):
         models[name], timings[name] = train_model(name, data, args.steps, args.batch_size,
-                                                  args.seed, gmmseg=json.loads(args.gmmseg))
+                                                  args.seed, options=json.loads(args.gmmseg))
     for name, base, negatives in (("densehybrid_real", "softmax", "real"),
                                   ("densehybrid_synthetic", "softmax", "synthetic"),
                                   ("gmmseg_dp_real", "gmmseg", "real")):

@@ -29,6 +29,17 @@ def _save(figure, path, title=None):
     return path
 
 
+def _scaled(image):
+    """An image min-max scaled to `[0, 1]` for display (any input range)."""
+    image = np.asarray(image, np.float32)
+    return (image - image.min()) / max(image.max() - image.min(), 1e-6)
+
+
+def _grid(rows, columns, size=2.0):
+    return _pyplot().subplots(rows, columns, figsize=(size * columns, size * rows),
+                              squeeze=False)
+
+
 def _colourise(labels, num_classes, ignore_index=255):
     palette = np.asarray(_pyplot().get_cmap("tab10")(np.arange(10))[:, :3])
     colours = palette[np.arange(max(num_classes + 1, 1)) % 10]
@@ -49,10 +60,8 @@ def plot_overlays(path, images, labels, predictions, scores, num_classes,
     figure, axes = plt.subplots(len(rows), count, figsize=(2.2 * count, 2.2 * len(rows)),
                                 squeeze=False)
     for column in range(count):
-        image = np.asarray(images[column], np.float32)
-        image = (image - image.min()) / max(image.max() - image.min(), 1e-6)
         panels = {
-            "image": image,
+            "image": _scaled(images[column]),
             "ground truth": _colourise(labels[column], num_classes, ignore_index),
             "anomaly (truth)": anomaly[column] if anomaly is not None else None,
             "prediction": _colourise(predictions[column], num_classes, ignore_index),
@@ -112,14 +121,10 @@ def plot_score_maps(path, images, maps, anomaly=None, title=None):
         anomaly: optional bool array `(N, H, W)`.
         title: optional figure title.
     """
-    plt = _pyplot()
     count, columns = len(images), 1 + len(maps)
-    figure, axes = plt.subplots(count, columns, figsize=(2.0 * columns, 2.0 * count),
-                                squeeze=False)
+    figure, axes = _grid(count, columns)
     for row in range(count):
-        image = np.asarray(images[row], np.float32)
-        image = (image - image.min()) / max(image.max() - image.min(), 1e-6)
-        axes[row, 0].imshow(image)
+        axes[row, 0].imshow(_scaled(images[row]))
         for column, (name, values) in enumerate(maps.items(), start=1):
             low, high = np.percentile(values, [1, 99])
             axes[row, column].imshow(values[row], cmap="magma", vmin=low, vmax=high,
@@ -133,4 +138,26 @@ def plot_score_maps(path, images, maps, anomaly=None, title=None):
             axes[row, 0].set_title("image", fontsize=7)
         for axis in axes[row]:
             axis.set_axis_off()
+    return _save(figure, path, title)
+
+
+def plot_maskiges(path, images, columns, title=None):
+    """GSS's pictures side by side: rows are scenes, columns the image then RGB panels.
+
+    Args:
+        path: str. PNG to write.
+        images: array `(N, H, W, 3)` (any range; each is min-max scaled).
+        columns: dict column title -> array `(N, H', W', 3)` in `[0, 1]`
+            (a maskige mapped back with `unmap_pixels`, or class colours).
+        title: optional figure title.
+    """
+    figure, axes = _grid(len(images), 1 + len(columns))
+    for row in range(len(images)):
+        panels = [("image", _scaled(images[row]))] + [(name, np.clip(values[row], 0, 1))
+                                       for name, values in columns.items()]
+        for column, (name, panel) in enumerate(panels):
+            axes[row, column].imshow(panel, interpolation="nearest")
+            axes[row, column].set_axis_off()
+            if row == 0:
+                axes[row, column].set_title(name, fontsize=7)
     return _save(figure, path, title)

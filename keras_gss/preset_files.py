@@ -15,6 +15,9 @@ TASK_WEIGHTS_FILE = "task.weights.h5"
 BACKBONE_WEIGHTS_FILE = "model.weights.h5"
 VERSION_FILE = "keras_gss.json"
 TRAINING_FILE = "training.json"
+# A tokenizer preset (GSS's frozen image tokenizer) holds these two and the version.
+TOKENIZER_CONFIG_FILE = "tokenizer.json"
+TOKENIZER_WEIGHTS_FILE = "tokenizer.weights.h5"
 # What a loadable preset holds; a folder missing one was cut short.
 PRESET_FILES = (TASK_CONFIG_FILE, CONFIG_FILE, BACKBONE_WEIGHTS_FILE, TASK_WEIGHTS_FILE)
 

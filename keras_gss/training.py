@@ -5,11 +5,16 @@ training data, crop and augmentation, optimizer and schedule, the options
 of the task's own callbacks (`"callbacks"`: GMMSeg's `SinkhornEM`
 settings) and, for DenseHybrid, the negatives pasted into the training
 crops (`"negatives"`: source, crop size, shape, probability, count) and the
-trained closed-set preset it fine-tunes (`"init_from"`). `train_recipe` builds the preset's architecture, trains it with
-`model.fit` (resumable: an interrupted run continues from its last epoch
-with GMM state, memory and step counter), evaluates it, calibrates the
-open-set threshold, and saves a preset whose `training.json` the model card
-of `publish_preset` is written from.
+trained closed-set preset it fine-tunes (`"init_from"`); for GSS, the
+stages around the prior: the frozen tokenizer (`"tokenizer"`: a tokenizer
+recipe to train, DALL-E's files to convert, or a trained tokenizer's
+directory) and the learned maskige decoder (`"maskige_decoder_stage"`). A
+recipe whose preset is a tokenizer (`zoo/recipes/gss_tokenizer_*.json`)
+trains that tokenizer alone. `train_recipe` builds the preset's
+architecture, trains it with `model.fit` (resumable: an interrupted run
+continues from its last epoch with GMM state, memory and step counter),
+evaluates it, calibrates the open-set threshold, and saves a preset whose
+`training.json` the model card of `publish_preset` is written from.
 """
 
 import json
@@ -25,6 +30,7 @@ from keras_gss.version import __version__
 
 REQUIRED = ("name", "preset", "data", "crop", "batch_size", "iterations", "optimizer")
 DIGITSCENES = "digitscenes"
+NATURAL_CROPS = "natural_crops"  # a tokenizer recipe's data (GSS Stage I)
 # Where a recipe's pasted negatives come from (DenseHybrid): pictures no DigitScenes split
 # uses, or crops of ADE20K train images masked to two of their classes (the authors').
 NEGATIVE_SOURCES = (DIGITSCENES, "ade20k")
@@ -43,6 +49,7 @@ def load_recipe(recipe):
     ({}, [0.5, 2.0])
     """
     from keras_gss.data.readers import READERS
+    from keras_gss.models.gss.gss_presets import TOKENIZER_PRESETS
     from keras_gss.optimizers import OPTIMIZERS
     from keras_gss.presets import PRESETS
 
@@ -60,13 +67,16 @@ def load_recipe(recipe):
     if missing:
         raise ValueError(f"Recipe {recipe if source is not recipe else source.get('name')!r} "
                          f"lacks {missing}; every recipe needs {list(REQUIRED)}.")
-    if source["preset"] not in PRESETS:
+    tokenizer = source["preset"] in TOKENIZER_PRESETS  # GSS's Stage I
+    if source["preset"] not in PRESETS and not tokenizer:
         raise ValueError(f"Recipe {source['name']!r} names preset {source['preset']!r}, which "
-                         "is not in keras_gss.list_presets().")
+                         "is not in keras_gss.list_presets() nor a tokenizer preset "
+                         f"({sorted(TOKENIZER_PRESETS)}).")
     data = source["data"]
-    if data.get("name") not in (DIGITSCENES, *READERS):
+    names = (NATURAL_CROPS,) if tokenizer else (DIGITSCENES, *READERS)
+    if data.get("name") not in names:
         raise ValueError(f"Recipe {source['name']!r}: data name {data.get('name')!r} must be "
-                         f"{DIGITSCENES!r} or a reader in {sorted(READERS)}.")
+                         f"one of {sorted(names)}.")
     if source["optimizer"].get("name") not in OPTIMIZERS:
         raise ValueError(f"Recipe {source['name']!r}: optimizer name must be one of "
                          f"{sorted(OPTIMIZERS)}.")
@@ -75,7 +85,8 @@ def load_recipe(recipe):
         raise ValueError(f"Recipe {source['name']!r}: negatives source "
                          f"{negatives.get('source')!r} must be one of {list(NEGATIVE_SOURCES)}.")
     recipe = {"callbacks": {}, "model": {}, "schedule": None, "seed": 0, "encoder_weights": None,
-              "negatives": None, "init_from": None,
+              "negatives": None, "init_from": None, "tokenizer": None,
+              "maskige_decoder_stage": None,
               "augmentation": {"scale_range": [0.5, 2.0], "base_size": None,
                                "photometric": True},
               **source}
@@ -192,6 +203,41 @@ def _load_encoder_weights(model, weights):
     encoder.set_weights(pretrained.get_weights())
 
 
+def _tokenizer_stage(spec, out_dir, verbose):
+    """GSS's Stage I: the directory of the frozen tokenizer a recipe's `"tokenizer"` names.
+
+    `{"recipe": path or dict}` trains it into `out_dir/tokenizer` (once: a
+    rerun reuses it); `{"convert": "dall_e", "encoder": path, "decoder":
+    path}` converts OpenAI's released pickles there; `{"preset": dir}` is
+    a trained tokenizer's directory.
+    """
+    stage_dir = os.path.join(out_dir, "tokenizer")
+    path = os.path.join(stage_dir, "tokenizer")
+    if "preset" in spec:
+        return spec["preset"]
+    if os.path.isdir(path):
+        if verbose:
+            print(f"Stage I: reusing the tokenizer in {path}")
+        return path
+    if "recipe" in spec:
+        from keras_gss.models.gss.stage_one import train_tokenizer
+
+        train_tokenizer(load_recipe(spec["recipe"]), stage_dir, verbose=verbose)
+    elif spec.get("convert") == "dall_e":
+        from keras_gss.convert import dall_e
+
+        for key in ("encoder", "decoder"):
+            if not os.path.isfile(str(spec.get(key))):
+                raise OSError(f"The recipe's tokenizer {key} {spec.get(key)!r} does not exist: "
+                              "download OpenAI's encoder.pkl and decoder.pkl "
+                              "(github.com/openai/DALL-E) and set their paths.")
+        dall_e(spec["encoder"], spec["decoder"]).save_to_preset(path)
+    else:
+        raise ValueError(f"A recipe's `tokenizer` must hold 'recipe', 'convert' or 'preset'; "
+                         f"received {spec!r}.")
+    return path
+
+
 def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
                  evaluate=True, verbose=1, command=None, callbacks=None):
     """Train a zoo preset from a recipe; returns `(model, summary)`.
@@ -222,11 +268,17 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     from keras_gss.evaluation import format_table
     from keras_gss.metrics import MeanIoU
     from keras_gss.optimizers import build_optimizer
+    from keras_gss.models.gss.gss_presets import TOKENIZER_PRESETS
     from keras_gss.models.open_set_image_segmenter import copy_weights
     from keras_gss.presets import PRESETS
     from keras_gss.presets import from_preset
 
     recipe = load_recipe(recipe)
+    if recipe["preset"] in TOKENIZER_PRESETS:  # GSS's Stage I on its own
+        from keras_gss.models.gss.stage_one import train_tokenizer
+
+        return train_tokenizer(recipe, out_dir, steps=steps, batch_size=batch_size,
+                               verbose=verbose, command=command)
     steps = int(steps or recipe["iterations"])
     batch_size = int(batch_size or recipe["batch_size"])
     if steps <= 0 or batch_size <= 0:
@@ -234,8 +286,11 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
                          f"{batch_size}.")
     keras.utils.set_random_seed(recipe["seed"])
     crop = recipe["crop"]
+    options = dict(recipe["model"])
+    if recipe["tokenizer"]:  # GSS: Stage I (the frozen tokenizer) before the prior
+        options["tokenizer"] = _tokenizer_stage(recipe["tokenizer"], out_dir, verbose)
     model = from_preset(recipe["preset"], load_weights=False, image_shape=(crop, crop, 3),
-                        **recipe["model"])
+                        **options)
     if recipe["init_from"]:  # fine-tune a trained (closed-set) preset, as DenseHybrid does
         copy_weights(from_preset(recipe["init_from"], image_shape=(crop, crop, 3)), model)
     elif recipe["encoder_weights"]:
@@ -258,6 +313,17 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     model.fit(_train_stream(recipe, train, batch_size, _negatives(recipe, data_root)),
               epochs=epochs,
               steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    stage = recipe["maskige_decoder_stage"]
+    if stage:  # GSS-FT(-W): the learned X⁻¹ on the trained prior's maskiges, all else frozen
+        stage_steps = int(stage["iterations"])
+        per_epoch = min(stage_steps, steps_per_epoch)
+        if verbose:
+            print(f"{recipe['name']}: the learned maskige decoder for {stage_steps} steps")
+        model.fit_maskige_decoder(
+            _train_stream(recipe, train, batch_size), epochs=math.ceil(stage_steps / per_epoch),
+            steps_per_epoch=per_epoch, verbose=verbose,
+            optimizer=build_optimizer(model, total_steps=stage_steps,
+                                      schedule=stage.get("schedule"), **stage["optimizer"]))
 
     record = PRESETS[recipe["preset"]]
     summary = {

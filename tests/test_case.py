@@ -50,19 +50,35 @@ def run_fresh(script, *args, timeout=600):
     return done.stdout
 
 
+# Presets and their expected outputs, as argument pairs: only `import keras_gss` is imported.
 _FRESH_PRESET = textwrap.dedent("""
     import sys
     import numpy as np, keras_gss
-    expected = np.load(sys.argv[2])
-    model = keras_gss.from_preset(sys.argv[1])
-    outputs = model.predict_outputs(expected["images"], verbose=0)
-    for name in ("logits", "anomaly_score"):
-        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-6, err_msg=name)
-    print("PRESET_OK", type(model).__name__)
+    for preset, path in zip(sys.argv[1::2], sys.argv[2::2]):
+        expected = np.load(path)
+        model = keras_gss.from_preset(preset)
+        outputs = model.predict_outputs(expected["images"], verbose=0)
+        for name in ("logits", "anomaly_score"):
+            np.testing.assert_allclose(outputs[name], expected[name], atol=1e-6, err_msg=name)
+        print("PRESET_OK", type(model).__name__)
 """)
 
 
-def run_segmenter_test(cls, init_kwargs, reference_score, tmp_path, fresh_process=True):
+def presets_load_in_a_fresh_process(models, images, folder):
+    """Save each model as a preset; one new interpreter loads them all and reproduces both
+    outputs. Returns the class names it printed."""
+    arguments = []
+    for index, model in enumerate(models):
+        preset = os.path.join(str(folder), f"preset_{index}")
+        model.save_to_preset(preset)
+        expected = os.path.join(str(folder), f"expected_{index}.npz")
+        np.savez(expected, images=images, **model.predict_outputs(images, verbose=0))
+        arguments += [preset, expected]
+    out = run_fresh(_FRESH_PRESET, *arguments)
+    return [line.split()[1] for line in out.splitlines() if line.startswith("PRESET_OK")]
+
+
+def run_segmenter_test(cls, init_kwargs, reference_score, tmp_path):
     """The checks every family passes; returns the trained model.
 
     Args:
@@ -72,7 +88,6 @@ def run_segmenter_test(cls, init_kwargs, reference_score, tmp_path, fresh_proces
             family's anomaly score written independently of the model's
             serving graph (e.g. from its logits or its head's likelihood).
         tmp_path: a pytest temporary folder.
-        fresh_process: also load the preset in a new interpreter.
     """
     keras.utils.set_random_seed(0)
     images, labels = make_scenes(8)
@@ -120,10 +135,6 @@ def run_segmenter_test(cls, init_kwargs, reference_score, tmp_path, fresh_proces
     reloaded = keras_gss.from_preset(preset)
     for name, value in reloaded.predict_outputs(images[:4], verbose=0).items():
         np.testing.assert_allclose(value, trained[name], atol=1e-6, err_msg=name)
-    if fresh_process:
-        np.savez(tmp_path / "expected.npz", images=images[:4], **trained)
-        out = run_fresh(_FRESH_PRESET, preset, str(tmp_path / "expected.npz"))
-        assert f"PRESET_OK {cls.__name__}" in out
 
     # Mixed precision: the outputs stay float32.
     keras.config.set_dtype_policy("mixed_float16")

@@ -222,3 +222,18 @@ def test_open_miou_is_closed_set_miou_with_a_perfect_score_and_falls_without(rng
     assert np.isclose(open_set_miou(perfect, labels, predicted, image_ids, 3), closed)
     noisy = perfect + rng.normal(scale=0.6, size=5000).astype("float32")
     assert open_set_miou(noisy, labels, predicted, image_ids, 3) < closed - 0.05
+
+
+def test_plot_maskiges_draws_one_row_per_scene_and_one_column_per_panel(tmp_path):
+    from PIL import Image
+
+    from keras_gss import plots
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 16, 16, 3))  # any range: min-max scaled
+    panels = {name: rng.random((2, 16, 16, 3)) for name in ("maskige", "reconstruction",
+                                                            "prediction")}
+    path = plots.plot_maskiges(str(tmp_path / "gss.png"), images, panels, title="GSS")
+    width, height = Image.open(path).size
+    # 2.0 inches per panel at 90 dpi: 4 columns × 2 rows (plus the title).
+    assert (width, height) == (720, 360)

@@ -39,7 +39,9 @@ def test_every_zoo_preset_builds_offline(name):
         assert tuple(model.output.shape) == (None, 64, 64, 2)
         assert tuple(model.dense_features.output.shape)[1:3] == (16, 16)
     for key, value in record["config"].items():
-        if key not in ("num_classes", "memory_size"):
+        if key == "tokenizer":  # GSS: the named architecture, untrained
+            assert model.tokenizer.name == value and not model.tokenizer.trainable
+        elif key not in ("num_classes", "memory_size"):
             assert getattr(model, key) == value, key
 
 
@@ -105,3 +107,27 @@ def test_verify_preset_passes_then_names_a_mismatch(tmp_path):
     np.savez(folder / hub.GOLDEN_EXPECTED, **expected)
     with pytest.raises(ValueError, match=r"does not reproduce its golden outputs.*'logits': 0\.5"):
         keras_gss.verify_preset(str(folder))
+
+
+def test_every_family_loads_in_one_fresh_process(tmp_path):
+    """`import keras_gss` alone registers what every family's preset needs (GMMSeg's trained
+    preset has its own fresh-process test); GSS's frozen tokenizer travels in its preset."""
+    from keras_gss import models
+    from tests.test_case import make_scenes
+    from tests.test_case import presets_load_in_a_fresh_process
+    from tests.test_case import tiny_segmenter
+
+    tokenizer = models.DiscreteVAE(vocab_size=32, hidden_dim=8, blocks_per_group=1,
+                                   group_count=3, init_dim=8)
+    families = [
+        (models.SoftmaxImageSegmenter, {}),
+        (models.DenseHybridImageSegmenter, {}),
+        (models.LGMMImageSegmenter, {"num_components": 2, "embedding_dim": 8,
+                                     "memory_size": 64}),
+        (models.GSSImageSegmenter, {"tokenizer": tokenizer, "mla_depth": 1, "mla_heads": 2,
+                                    "token_hidden_dim": 16, "maskige_decoder": "conv"}),
+    ]
+    built = [tiny_segmenter(cls, **kwargs) for cls, kwargs in families]
+    images, _ = make_scenes(2)
+    loaded = presets_load_in_a_fresh_process(built, images, tmp_path)
+    assert loaded == [cls.__name__ for cls, _ in families]

@@ -46,7 +46,7 @@ def _named(namespaces, name):
 
 def test_readme_python_snippets_run(tmp_path):
     namespaces = _run_snippets(os.path.join(ROOT, "README.md"), tmp_path)
-    assert len(namespaces) == 5
+    assert len(namespaces) == 6
     # The base's one-pass prediction and open-set map.
     base = _named(namespaces, "baseline")
     outputs, known, ids = base["outputs"], base["known"], base["ids"]
@@ -71,6 +71,12 @@ def test_readme_python_snippets_run(tmp_path):
     assert set(osr) == {"accuracy", "model", "max_softmax", "max_logit", "energy"}
     assert all(0 <= v <= 1 for name in ("model", "max_softmax") for v in osr[name].values())
     assert osr["accuracy"] > 0.3  # 6 known classes, chance 1/6; 71% measured, 4 short epochs
+    # GSS: Stage I's metric, maskiges decoded from argmax tokens, a learned decoder's logits.
+    gss = _named(namespaces, "ftw")
+    assert 0 <= gss["stage_one"]["miou"] <= 1 and gss["maskiges"].shape == (16, 32, 32, 3)
+    assert 0 < gss["maskiges"].min() and gss["maskiges"].max() < 1
+    assert gss["outputs"]["logits"].shape == (16, 32, 32, 3)
+    assert gss["outputs"]["anomaly_score"].shape == (16, 32, 32)
     # The zoo builds offline.
     assert tuple(_named(namespaces, "zoo_model")["zoo_model"].output.shape) == (None, 64, 64, 19)
 

@@ -12,6 +12,8 @@ import pytest
 from keras import ops
 
 import keras_gss
+from keras_gss.models import DiscreteVAE
+from keras_gss.models.gss import TOKENIZER_PRESETS
 from keras_gss.optimizers import ParamwiseAdamW
 from keras_gss.optimizers import ParamwiseSGD
 from keras_gss.optimizers import PolyWarmup
@@ -19,6 +21,7 @@ from keras_gss.optimizers import build_optimizer
 from keras_gss.optimizers import head_variables
 from keras_gss.training import calibrate_threshold
 from keras_gss.training import load_recipe
+from keras_gss.training import _tokenizer_stage
 from keras_gss.training import train_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,11 +117,37 @@ def test_build_optimizer_finds_head_and_norms():
         build_optimizer(model, "lamb", 1e-3, 10)
 
 
+def _check_gss_recipe(recipe, record):
+    """Spec §8.3 and §9: Stage I (the frozen tokenizer), II (the prior), III for FT-W."""
+    learned = record["config"]["maskige_decoder"] in ("conv", "swin")
+    assert (recipe["maskige_decoder_stage"] is not None) == learned
+    assert [s.split(":")[0] for s in recipe["stages"]] == ["I", "II"] + ["III"] * learned
+    if learned:
+        assert recipe["maskige_decoder_stage"]["optimizer"]["learning_rate"] == 1.5e-3
+    if recipe["data"]["name"] == "digitscenes":
+        assert recipe["tokenizer"] == {"recipe": TOKENIZER_PRESETS[
+            record["config"]["tokenizer"]]["recipe"]}
+        return
+    assert recipe["tokenizer"]["convert"] == "dall_e"
+    assert (recipe["crop"], recipe["iterations"], recipe["batch_size"]) == (512, 160000, 32)
+    assert recipe["optimizer"]["learning_rate"] == 1.2e-4
+    assert recipe["schedule"] == {"power": 1.0, "min_lr": 0.0, "warmup_steps": 1500,
+                                  "warmup_ratio": 1e-6}
+    if learned:
+        assert recipe["maskige_decoder_stage"]["iterations"] == 40000
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
 def test_recipes_follow_the_papers(path):
     recipe = load_recipe(path)
     name = os.path.splitext(os.path.basename(path))[0]
     assert recipe["name"] == recipe["preset"] == name
+    if name in TOKENIZER_PRESETS:  # GSS's Stage I: natural crops only, never a maskige
+        assert TOKENIZER_PRESETS[name]["recipe"] == f"zoo/recipes/{name}.json"
+        assert recipe["data"]["name"] == "natural_crops"
+        assert recipe["data"]["side"] % DiscreteVAE.from_preset(
+            name, load_weights=False).downsampling == 0
+        return
     record = keras_gss.presets.PRESETS[name]
     assert record["provenance"]["recipe"] == f"zoo/recipes/{name}.json"
     assert recipe["crop"] == record["data"]["image_shape"][0]
@@ -134,10 +163,15 @@ def test_recipes_follow_the_papers(path):
             assert recipe["callbacks"] == quickstart.EM_OPTIONS
         if record["family"] == "lgmm":
             assert recipe["callbacks"] == {} and recipe["model"] == {}
+        if record["family"] == "gss":
+            _check_gss_recipe(recipe, record)
         if record["family"] == "densehybrid":
             assert recipe["negatives"] == {"source": "digitscenes",
                                            "size": quickstart.NEGATIVE_SIDE,
                                            "shape": "rectangle", "probability": 1.0, "count": 1}
+        return
+    if record["family"] == "gss":
+        _check_gss_recipe(recipe, record)
         return
     if record["family"] == "densehybrid":
         # The paper's fine-tuning (10 epochs of Cityscapes train) and the authors' ECCV code
@@ -203,6 +237,14 @@ def test_recipe_errors_are_clear(tmp_path):
         load_recipe(dict(TINY_RECIPE, data={"name": "mnist"}))
     with pytest.raises(ValueError, match="optimizer name"):
         load_recipe(dict(TINY_RECIPE, optimizer={"name": "lamb"}))
+    # GSS: a tokenizer recipe reads natural crops; Stage I names what is missing.
+    with pytest.raises(ValueError, match="must be one of \\['natural_crops'\\]"):
+        load_recipe(dict(TINY_RECIPE, preset="gss_tokenizer_natural_crops"))
+    with pytest.raises(OSError, match="encoder 'missing.pkl' does not exist"):
+        _tokenizer_stage({"convert": "dall_e", "encoder": "missing.pkl",
+                          "decoder": "missing.pkl"}, str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match="must hold 'recipe', 'convert' or 'preset'"):
+        _tokenizer_stage({"train": "x"}, str(tmp_path), verbose=0)
 
 
 class _Interrupt(keras.callbacks.Callback):
@@ -358,3 +400,40 @@ def test_densehybrid_recipe_fine_tunes_a_closed_set_preset_with_pasted_negatives
     assert type(hybrid).__name__ == "DenseHybridImageSegmenter"
     assert {"model:discriminative", "model:generative"} <= set(summary["results"]["near-OOD"])
     assert 0.0 <= summary["results"]["near-OOD"]["model"]["open_miou"] <= 1.0
+
+
+def test_a_gss_recipe_runs_its_stages_in_order(tmp_path):
+    """Stage I (a tokenizer on natural crops, then frozen), II (the prior), III (the learned
+    X⁻¹ alone); a rerun reuses Stage I; the preset carries the frozen tokenizer."""
+    from keras_gss.models import DiscreteVAE
+
+    tokenizer_recipe = dict(
+        load_recipe(os.path.join(ROOT, "zoo", "recipes", "gss_tokenizer_natural_crops.json")),
+        iterations=2, data={"name": "natural_crops", "count": 64, "side": 32, "seed": 0,
+                            "reconstruction_scenes": 4})
+    recipe = dict(TINY_RECIPE, name="tiny_gss", preset="gss_ftw_segformer_digitscenes",
+                  model={}, callbacks={}, tokenizer={"recipe": tokenizer_recipe},
+                  maskige_decoder_stage={"iterations": 2, "optimizer": {
+                      "name": "adamw", "learning_rate": 1e-3, "weight_decay": 0.0}})
+    out = str(tmp_path / "run")
+    model, summary = train_recipe(recipe, out, verbose=0)
+    with open(os.path.join(out, "tokenizer", "results.json")) as file:
+        stage_one = json.load(file)["reconstruction_miou"]
+    assert sorted(stage_one) == ["maximal_distance", "random"]
+    assert all(0 <= r["miou"] <= 1 and len(r["iou"]) == 9 for r in stage_one.values())
+    tokenizer = DiscreteVAE.from_preset(os.path.join(out, "tokenizer", "tokenizer"))
+    for mine, stage in zip(model.tokenizer.weights, tokenizer.weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(mine), ops.convert_to_numpy(stage))
+    assert not model.tokenizer.trainable and model.learned_decoder is not None
+    assert 0 <= summary["results"]["closed_set"]["miou"] <= 1
+    # The preset reproduces the maskiges (the tokenizer's weights travel in it).
+    images, _, _ = keras_gss.data.DigitScenes(image_size=32).generate("test", 2)
+    images = keras_gss.data.normalize_images(images)
+    reloaded = keras_gss.from_preset(os.path.join(out, "preset"))
+    np.testing.assert_allclose(reloaded.predict_maskige(images, verbose=0),
+                               model.predict_maskige(images, verbose=0), atol=1e-6)
+    # A rerun's Stage I reuses the trained tokenizer's directory as it is.
+    weights = os.path.join(out, "tokenizer", "tokenizer", "tokenizer.weights.h5")
+    stamp = os.path.getmtime(weights)
+    assert _tokenizer_stage(recipe["tokenizer"], out, verbose=0) == os.path.dirname(weights)
+    assert os.path.getmtime(weights) == stamp

@@ -257,7 +257,8 @@ def picture_crops(names, count, side, rng, span=(1.0, 3.0)):
     """Random square crops of scikit-image's bundled pictures, resized to `side`.
 
     Args:
-        names: names of `skimage.data` pictures; grey ones are repeated to RGB.
+        names: names of `skimage.data` pictures, or picture arrays (uint8);
+            grey ones are repeated to RGB.
         count: int. Number of crops.
         side: int. Side of each crop.
         rng: a numpy `Generator`.
@@ -270,7 +271,8 @@ def picture_crops(names, count, side, rng, span=(1.0, 3.0)):
     skdata = _require("skimage.data")
     pictures = []
     for name in names:
-        picture = getattr(skdata, name)().astype(np.float32) / 255.0
+        picture = (getattr(skdata, name)() if isinstance(name, str) else name)
+        picture = picture.astype(np.float32) / 255.0
         pictures.append(picture if picture.ndim == 3 else picture[..., None].repeat(3, -1))
     crops = np.empty((count, side, side, 3), np.uint8)
     for i in range(count):

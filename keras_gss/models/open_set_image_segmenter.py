@@ -55,7 +55,9 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
       `(B, h, w, C)` and, if the head scores anomalies itself,
       `"anomaly_score"` `(B, h, w)`; a head whose logits carry no gradient
       adds `"training_logits"`, which the cross-entropy trains instead (the
-      training graph then leaves `"logits"` out);
+      training graph then leaves `"logits"` out); outputs named in the class
+      attribute `inference_outputs` (GSS's decoded maskige) stay out of the
+      training graph too and are predicted by `self._graphs.inference`;
     - `score_anomaly(head, logits)` (optional): the anomaly score
       `(B, H, W)` from the head's outputs and the upsampled logits;
     - `head_loss(labels, outputs, replicas)` (optional): loss terms added
@@ -106,6 +108,7 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
     preprocessor_cls = None
     loss_description = "cross-entropy over the labelled pixels"
     cross_entropy_weight = 1.0  # of the logits' cross-entropy beside the head's own terms
+    inference_outputs = ()  # head outputs only inference reads (see the class docstring)
     score_name = "anomaly_score"  # what the anomaly score is, for figures and cards
 
     def __init__(self, backbone, num_classes, dropout=0.1, ignore_index=255,
@@ -139,6 +142,7 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
         inputs = keras.Input(shape=image_shape, name="images")
         features = self.feature_dropout(self.dense_features(inputs))
         head = self.head_outputs(features)
+        inference_only = {k: head.pop(k) for k in self.inference_outputs}
         # A head whose logits carry no gradient (GSS decodes argmax tokens) trains others.
         training_logits = head.pop("training_logits", None)
         logits = self.upsample(head["logits"])
@@ -166,6 +170,7 @@ class OpenSetImageSegmenter(OpenSetTask, keras_hub.models.ImageSegmenter):
                                        **{f"dense_{k}": v for k, v in head.items()}}),
             serving=keras.Model(inputs, serving),
             checked=keras.Model(inputs, {**serving, "nonfinite": nonfinite}),
+            inference=keras.Model(inputs, inference_only) if inference_only else None,
         )
 
         # === Config ===
@@ -461,11 +466,12 @@ def copy_weights(source, target):
     """Copy `source`'s weights into `target`, a model of the same architecture plus new heads.
 
     Weights are matched in order, skipping `target`'s dataset-posterior
-    head, flow and pasting seed where `source` has none; a shape mismatch is an error
-    naming the weight. Built training state (GMMSeg's memory) comes too.
+    head, flow, pasting seed and learned maskige decoder where `source` has
+    none; a shape mismatch is an error naming the weight. Built training
+    state (GMMSeg's memory) comes too.
     """
     skip = set()
-    for name in ("dataset_posterior_head", "flow", "paste_seed"):
+    for name in ("dataset_posterior_head", "flow", "paste_seed", "learned_decoder"):
         new = getattr(target, name, None)
         if new is not None and getattr(source, name, None) is None:
             skip |= {id(v) for v in getattr(new, "weights", None) or [new.state]}

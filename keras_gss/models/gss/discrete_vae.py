@@ -1,10 +1,20 @@
 """DALL-E's discrete VAE (the GSS tokenizer) in Keras, at any width and depth."""
 
+import json
+import os
+
 import keras
 import numpy as np
 from keras import ops
 
+from keras_gss.models.gss.gss_presets import TOKENIZER_PRESETS
+from keras_gss.preset_files import TOKENIZER_CONFIG_FILE
+from keras_gss.preset_files import TOKENIZER_WEIGHTS_FILE
+from keras_gss.preset_files import check_version
+from keras_gss.preset_files import read_json
+from keras_gss.preset_files import write_version
 from keras_gss.utils.checks import check_rank
+from keras_gss.utils.checks import close_matches
 
 
 @keras.saving.register_keras_serializable(package="keras_gss")
@@ -111,13 +121,17 @@ class DiscreteVAE(keras.Model):
     the released DALL-E tokenizer's architecture (97.6 M parameters);
     `keras_gss.convert.dall_e` reads its weights.
 
-    `fit(images)` trains it as an autoencoder through its discrete
-    bottleneck: the decoder reads the argmax token, the gradient reaches
-    the encoder through the softmax (straight-through), and the loss is the
-    L1 error of the decoded means plus an optional KL term. (DALL-E trained
-    with a Gumbel-softmax relaxation annealed towards the argmax; the
-    straight-through form decodes in training exactly what inference
-    decodes, which suits a small tokenizer trained in minutes.)
+    `fit(images)` trains it as a VQ-VAE written in this design (ours; DALL-E
+    trained a Gumbel-softmax relaxation, which collapsed to a few tokens at
+    CPU scale): the decoder's token embedding is the codebook, the encoder's
+    ReLU features take their nearest code (straight-through gradient), the
+    loss is the L1 error of the decoded means plus the codebook and
+    commitment terms (`commitment_weight`), unused codes restart at encoder
+    features every `restart_interval` steps, and when `fit` returns the
+    encoder's output convolution holds the codebook's distances (kernel
+    `2·Cᵀ`, bias `−‖c‖²`), so its argmax is the nearest code. It needs
+    `init_dim` equal to the last group's width, `hidden_dim ·
+    2^(group_count − 1)`.
 
     Args:
         vocab_size: int. Number of tokens. Defaults to `8192`.
@@ -127,9 +141,11 @@ class DiscreteVAE(keras.Model):
         init_dim: int. Width of the decoder's token embedding. Defaults
             to `128`.
         image_channels: int. Defaults to `3`.
-        kl_weight: float. Weight of the KL divergence of the token
-            posterior from the uniform prior in the training loss (the
-            dVAE's ELBO term, which spreads token use). Defaults to `0.0`.
+        commitment_weight: float. Weight of the commitment term in `fit`'s
+            loss (VQ-VAE's β). Defaults to `0.25`.
+        restart_interval: int. Every this many steps, `fit` (on arrays)
+            restarts the codes no feature of 256 training images chose.
+            Defaults to `100`; `0` never restarts.
 
     Example:
 
@@ -146,7 +162,9 @@ class DiscreteVAE(keras.Model):
     """
 
     def __init__(self, vocab_size=8192, hidden_dim=256, blocks_per_group=2, group_count=4,
-                 init_dim=128, image_channels=3, kl_weight=0.0, **kwargs):
+                 init_dim=128, image_channels=3, commitment_weight=0.25, restart_interval=100,
+                 **kwargs):
+        trainable = kwargs.pop("trainable", True)  # set once the layers exist (a frozen preset)
         super().__init__(**kwargs)
         # === Layers ===
         post_gain = 1.0 / (group_count * blocks_per_group) ** 2
@@ -166,8 +184,10 @@ class DiscreteVAE(keras.Model):
             width_in = width
             if g < group_count - 1:
                 x = keras.layers.MaxPooling2D(2, name=f"encoder_group_{g + 1}_pool")(x)
-        logits = keras.layers.Conv2D(vocab_size, 1, name="encoder_output")(ops.relu(x))
+        features = keras.layers.ReLU(name="encoder_features")(x)
+        logits = keras.layers.Conv2D(vocab_size, 1, name="encoder_output")(features)
         self.encoder = keras.Model(images, logits, name="encoder")
+        self.encoder_features = keras.Model(images, features, name="encoder_features")
 
         self.token_embedding = TokenEmbedding(vocab_size, init_dim, name="decoder_input")
         embedded = keras.Input((None, None, init_dim), name="embedded")
@@ -189,8 +209,10 @@ class DiscreteVAE(keras.Model):
         self.group_count = group_count
         self.init_dim = init_dim
         self.image_channels = image_channels
-        self.kl_weight = kl_weight
+        self.commitment_weight = commitment_weight
+        self.restart_interval = restart_interval
         self.build((None, None, None, image_channels))
+        self.trainable = trainable
 
     def build(self, input_shape):
         self.built = True
@@ -224,36 +246,153 @@ class DiscreteVAE(keras.Model):
         return ops.sigmoid(ops.cast(outputs[..., : self.image_channels], "float32"))
 
     def call(self, images, training=False):
-        """Token logits and the reconstruction through straight-through tokens.
+        """Token logits and reconstruction; in training, the VQ form `fit` trains.
 
-        The forward pass decodes the argmax token (one-hot) in training and
-        inference alike; in training the gradient passes to the encoder
-        through the softmax (the straight-through estimator).
+        Inference decodes the argmax token. Training quantises the encoder's
+        features to their nearest code (a row of the token embedding) and
+        passes the gradient straight through to the encoder.
         """
-        logits = self.encoder(images)
-        hard = ops.one_hot(ops.argmax(logits, axis=-1), self.vocab_size, dtype=logits.dtype)
-        soft = ops.softmax(logits, axis=-1)
-        tokens = soft + ops.stop_gradient(hard - soft)
-        return {"token_logits": logits, "reconstruction": self.decoder_outputs(tokens)}
+        if not training:
+            logits = self.encoder(images)
+            tokens = ops.cast(ops.argmax(logits, axis=-1), "int32")
+            return {"token_logits": logits, "reconstruction": self.decoder_outputs(tokens)}
+        features = self.encoder_features(images, training=True)
+        codes = self.nearest_codes(features)
+        quantised = ops.take(self.token_embedding.kernel, codes, axis=0)
+        decoder_input = features + ops.stop_gradient(quantised - features)
+        return {"features": features, "quantised": quantised,
+                "reconstruction": self.decoder_trunk(decoder_input + self.token_embedding.bias)}
+
+    def nearest_codes(self, features):
+        """The nearest row of the token embedding (the codebook) to each feature vector."""
+        codebook = self.token_embedding.kernel
+        distances = (ops.sum(codebook**2, axis=-1)
+                     - 2.0 * ops.einsum("...c,vc->...v", features, codebook))
+        return ops.cast(ops.argmin(distances, axis=-1), "int32")
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """L1 of the reconstructed means against the images, plus `kl_weight`·KL(q ‖ uniform)."""
+        """L1 of the decoded means, plus the codebook and commitment terms of the VQ form."""
         images = ops.cast(x, "float32")
         means = ops.sigmoid(ops.cast(y_pred["reconstruction"][..., : self.image_channels],
                                      "float32"))
         loss = ops.mean(ops.abs(means - images))
-        if self.kl_weight:
-            log_q = ops.log_softmax(ops.cast(y_pred["token_logits"], "float32"), axis=-1)
-            kl = ops.sum(ops.exp(log_q) * (log_q + float(np.log(self.vocab_size))), axis=-1)
-            loss = loss + self.kl_weight * ops.mean(kl)
+        if "quantised" in y_pred:
+            features, quantised = y_pred["features"], y_pred["quantised"]
+            loss = (loss + ops.mean((ops.stop_gradient(features) - quantised) ** 2)
+                    + self.commitment_weight
+                    * ops.mean((features - ops.stop_gradient(quantised)) ** 2))
         return loss
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """Train the VQ form (see the class docstring); the encoder's logits follow the codebook."""
+        width = self.hidden_dim * 2 ** (self.group_count - 1)
+        if self.init_dim != width:
+            raise ValueError(f"`fit` trains the token embedding as the codebook of the encoder's "
+                             f"{width}-wide features; this tokenizer has init_dim="
+                             f"{self.init_dim}. Build it with init_dim={width}.")
+        callbacks = list(callbacks or [])
+        if self.restart_interval and hasattr(x, "shape"):  # a sample to find unused codes on
+            sample = np.asarray(x[np.random.default_rng(0).permutation(len(x))[:256]])
+            callbacks.append(_CodeRestarts(self.restart_interval, sample))
+        output = self.encoder.get_layer("encoder_output")
+        output.trainable = False  # written from the codebook when training ends
+        try:
+            return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+        finally:
+            output.trainable = True
+            self.write_codebook_logits()
+
+    def write_codebook_logits(self):
+        """Set the encoder's output convolution to the codebook's distances (argmax = nearest)."""
+        codebook = ops.convert_to_numpy(self.token_embedding.kernel)
+        output = self.encoder.get_layer("encoder_output")
+        output.kernel.assign(2.0 * codebook.T[None, None])
+        output.bias.assign(-np.sum(codebook**2, axis=-1))
+
+    def save_to_preset(self, preset_dir):
+        """Write the tokenizer (config and weights) to a directory `from_preset` reads."""
+        os.makedirs(preset_dir, exist_ok=True)
+        config = keras.saving.serialize_keras_object(self)
+        config.pop("compile_config", None)  # a frozen tokenizer keeps no training state
+        with open(os.path.join(preset_dir, TOKENIZER_CONFIG_FILE), "w") as file:
+            json.dump(config, file, indent=2)
+        optimizer = getattr(self, "optimizer", None)
+        keras.saving.save_weights(self, os.path.join(preset_dir, TOKENIZER_WEIGHTS_FILE),
+                                  objects_to_skip=[optimizer] if optimizer else None)
+        write_version(preset_dir)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True):
+        """A tokenizer from a name in `TOKENIZER_PRESETS` or a `save_to_preset` directory.
+
+        A name builds the architecture (its weights are converted or trained
+        locally, never downloaded: the record says how); pass
+        `load_weights=False` for it.
+
+        Example:
+
+        >>> dvae = DiscreteVAE.from_preset("gss_tokenizer_natural_crops", load_weights=False)
+        >>> dvae.vocab_size, dvae.downsampling
+        (1024, 4)
+        """
+        if preset in TOKENIZER_PRESETS:
+            record = TOKENIZER_PRESETS[preset]
+            if load_weights:
+                raise ValueError(f"Tokenizer preset {preset!r} ships as an architecture; its "
+                                 f"weights: {record['weights']}. Load that directory, or pass "
+                                 "load_weights=False.")
+            return cls(**record["config"], name=preset)
+        path = os.path.join(str(preset), TOKENIZER_CONFIG_FILE)
+        if not os.path.isfile(path):
+            matches = close_matches(str(preset), TOKENIZER_PRESETS)
+            hint = f" Did you mean {', '.join(map(repr, matches))}?" if matches else ""
+            raise ValueError(f"Unknown tokenizer preset {preset!r}: not a name in "
+                             f"{sorted(TOKENIZER_PRESETS)} nor a directory holding "
+                             f"{TOKENIZER_CONFIG_FILE} (written by save_to_preset).{hint}")
+        check_version(preset)
+        fix = "Save the tokenizer again with tokenizer.save_to_preset(directory)."
+        tokenizer = keras.saving.deserialize_keras_object(read_json(path, fix))
+        if load_weights:
+            tokenizer.load_weights(os.path.join(preset, TOKENIZER_WEIGHTS_FILE))
+        return tokenizer
 
     def get_config(self):
         return {"vocab_size": self.vocab_size, "hidden_dim": self.hidden_dim,
                 "blocks_per_group": self.blocks_per_group, "group_count": self.group_count,
                 "init_dim": self.init_dim, "image_channels": self.image_channels,
-                "kl_weight": self.kl_weight, "name": self.name, "trainable": self.trainable}
+                "commitment_weight": self.commitment_weight,
+                "restart_interval": self.restart_interval,
+                "name": self.name, "trainable": self.trainable}
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class _CodeRestarts(keras.callbacks.Callback):
+    """Every `interval` steps, codes no feature of `sample` chose restart at its features.
+
+    Stops for the last tenth of training, so the decoder settles on the final codes.
+    """
+
+    def __init__(self, interval, sample):
+        super().__init__()
+        self.interval, self.sample = interval, sample
+        self.rng = np.random.default_rng(0)
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        total = (self.params.get("epochs") or 1) * (self.params.get("steps") or 0)
+        if self.steps % self.interval or (total and self.steps > 0.9 * total):
+            return
+        model = self.model
+        features = ops.convert_to_numpy(model.encoder_features.predict(
+            self.sample, batch_size=64, verbose=0)).reshape(-1, model.init_dim)
+        codes = ops.convert_to_numpy(model.nearest_codes(features))
+        dead = np.setdiff1d(np.arange(model.vocab_size), codes)
+        if len(dead):
+            codebook = ops.convert_to_numpy(model.token_embedding.kernel).copy()
+            picked = features[self.rng.integers(0, len(features), len(dead))]
+            codebook[dead] = picked + 0.01 * self.rng.normal(size=picked.shape)
+            model.token_embedding.kernel.assign(codebook)

@@ -10,7 +10,9 @@ from keras_gss.layers.swin_blocks import SwinBlocks
 from keras_gss.layers.swin_maskige_decoder import SwinMaskigeDecoder
 from keras_gss.losses import sparse_categorical_crossentropy
 from keras_gss.models.gss.discrete_vae import DiscreteVAE
+from keras_gss.models.gss.gss_presets import TOKENIZER_PRESETS
 from keras_gss.models.open_set_image_segmenter import OpenSetImageSegmenter
+from keras_gss.models.open_set_image_segmenter import copy_weights
 from keras_gss.utils import keras_compat
 from keras_gss.utils.checks import check_choice
 from keras_gss.utils.distribution import reduce_sum
@@ -64,7 +66,9 @@ class GSSImageSegmenter(OpenSetImageSegmenter):
         backbone: a keras-hub SegFormer or DeepLabV3+ backbone, or any Keras
             model mapping images to dense features.
         num_classes: int. Number of classes `K`.
-        tokenizer: a `DiscreteVAE` (frozen here) down-sampling 4× or 8×.
+        tokenizer: a `DiscreteVAE` (frozen here) down-sampling 4× or 8×,
+            a directory written by its `save_to_preset`, or a name in
+            `TOKENIZER_PRESETS` (its architecture, untrained).
         palette: `"maximal_distance"`, `"random"` or an array `(K + 1, 3)`
             (see `MaskigeCodec`). Defaults to `"maximal_distance"`.
         palette_seed: int. Defaults to `0`.
@@ -101,6 +105,7 @@ class GSSImageSegmenter(OpenSetImageSegmenter):
         Chen et al., "Generative Semantic Segmentation", CVPR 2023.
     """
 
+    inference_outputs = ("maskige",)  # decoding argmax tokens carries no gradient
     loss_description = ("0.8 × token cross-entropy + 0.2 × pixel cross-entropy; set "
                         "token_loss_weight and pixel_loss_weight")
 
@@ -110,6 +115,9 @@ class GSSImageSegmenter(OpenSetImageSegmenter):
                  pixel_loss_weight=0.2, decoder_config=None, **kwargs):
         if isinstance(tokenizer, dict):
             tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        elif isinstance(tokenizer, str):  # a trained tokenizer's directory, or an architecture
+            tokenizer = DiscreteVAE.from_preset(
+                tokenizer, load_weights=tokenizer not in TOKENIZER_PRESETS)
         if not isinstance(tokenizer, DiscreteVAE):
             raise ValueError("`tokenizer` must be a keras_gss DiscreteVAE; received "
                              f"{type(tokenizer).__name__}.")
@@ -142,7 +150,8 @@ class GSSImageSegmenter(OpenSetImageSegmenter):
 
         # === Functional Model ===
         super().__init__(backbone, num_classes, **kwargs)
-        self._graphs.maskige = keras.Model(self.input, self._maskige)
+        if self.learned_decoder is not None:  # built now; it learns in its own stage only
+            self.learned_decoder.trainable = False
 
         # === Config ===
         self.palette = self.codec.palette
@@ -170,8 +179,8 @@ class GSSImageSegmenter(OpenSetImageSegmenter):
         token_logits = self.token_classifier(self.token_dropout(x))
         token_probs = ops.softmax(ops.cast(token_logits, "float32"), axis=-1)
         tokens = ops.cast(ops.argmax(token_logits, axis=-1), "int32")
-        self._maskige = self.tokenizer.decode(tokens)
-        return {"logits": self.maskige_logits(self._maskige),
+        maskige = self.tokenizer.decode(tokens)
+        return {"logits": self.maskige_logits(maskige), "maskige": maskige,
                 "training_logits": self.pixel_classifier(features),
                 "token_logits": token_logits,
                 "anomaly_score": 1.0 - ops.max(token_probs, axis=-1)}
@@ -183,7 +192,7 @@ class GSSImageSegmenter(OpenSetImageSegmenter):
         return self.codec.decode_scores(maskige, self.maskige_decoder)
 
     def head_loss(self, labels, outputs, replicas):
-        """`token_loss_weight` × the tokens' cross-entropy (spec §8.2); the base adds the pixels'."""
+        """`token_loss_weight` × the tokens' cross-entropy (spec §8.2); the base adds pixels'."""
         num_classes = self.num_classes
         known = ops.logical_and(labels >= 0, labels < num_classes)
         # Unlabelled pixels take the auxiliary head's class, so the maskige has no void colour.
@@ -205,7 +214,28 @@ class GSSImageSegmenter(OpenSetImageSegmenter):
         """The decoded maskiges `(B, H', W', 3)` in the tokenizer's range, as numpy."""
         if hasattr(images, "shape"):
             self._check_images(images)
-        return self._graphs.maskige.predict(images, batch_size=batch_size, verbose=verbose)
+        return self._graphs.inference.predict(images, batch_size=batch_size,
+                                              verbose=verbose)["maskige"]
+
+    def with_maskige_decoder(self, maskige_decoder="swin", decoder_config=None):
+        """This model (same prior, same frozen tokenizer) with a new learned `X⁻¹` to train.
+
+        GSS-FT-W from a trained GSS-FF: call `fit_maskige_decoder` on the result.
+
+        Args:
+            maskige_decoder: `"conv"` or `"swin"`. Defaults to `"swin"`.
+            decoder_config: dict. Its arguments. Defaults to `None`.
+        """
+        check_choice("maskige_decoder", maskige_decoder, tuple(LEARNED_DECODERS))
+        if self.learned_decoder is not None:
+            raise ValueError("This model already has a learned maskige decoder; build "
+                             "with_maskige_decoder from a model that decodes by colour.")
+        config = {k: v for k, v in self.get_config().items()
+                  if k not in ("name", "trainable", "dtype")}
+        model = type(self).from_config({**config, "maskige_decoder": maskige_decoder,
+                                        "decoder_config": decoder_config})
+        copy_weights(self, model)
+        return model
 
     def fit_maskige_decoder(self, x=None, y=None, epochs=1, batch_size=None,
                             optimizer=None, **kwargs):
@@ -263,7 +293,8 @@ class _MaskigeDecoderStage(keras.Model):
         self.decoder = segmenter.learned_decoder
 
     def call(self, images, training=False):
-        maskige = ops.stop_gradient(self.segmenter._graphs.maskige(images, training=False))
+        maskige = self.segmenter._graphs.inference(images, training=False)["maskige"]
+        maskige = ops.stop_gradient(maskige)
         return self.decoder(maskige, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -469,7 +469,7 @@ def test_gmmseg_passes_the_shared_checks(tmp_path):
 
     run_segmenter_test(GMMSegImageSegmenter,
                        dict(num_components=2, embedding_dim=8, memory_size=64),
-                       _gmm_reference_score, tmp_path, fresh_process=False)  # done above
+                       _gmm_reference_score, tmp_path)
 
 
 def test_loss_matches_numpy_reference():

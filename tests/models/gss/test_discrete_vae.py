@@ -1,5 +1,3 @@
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -49,3 +47,45 @@ def test_config_and_saved_model_round_trip(tmp_path):
 def test_sizes_that_do_not_divide_are_refused():
     with pytest.raises(ValueError, match="multiples of 4"):
         DiscreteVAE(**SMALL).encode(np.zeros((1, 10, 8, 3), "float32"))
+
+
+def test_presets_name_an_architecture_and_a_directory_round_trips(tmp_path):
+    dvae = DiscreteVAE.from_preset("gss_tokenizer_natural_crops", load_weights=False)
+    assert (dvae.vocab_size, dvae.downsampling, dvae.name) == (
+        1024, 4, "gss_tokenizer_natural_crops")
+    assert DiscreteVAE.from_preset("gss_tokenizer_dall_e", load_weights=False).count_params() \
+        == 97_616_006
+    with pytest.raises(ValueError, match="ships as an architecture"):
+        DiscreteVAE.from_preset("gss_tokenizer_natural_crops")
+    with pytest.raises(ValueError, match="Did you mean 'gss_tokenizer_dall_e'"):
+        DiscreteVAE.from_preset("gss_tokenizer_dalle")
+    small = DiscreteVAE(**SMALL)
+    small.save_to_preset(str(tmp_path / "tok"))
+    restored = DiscreteVAE.from_preset(str(tmp_path / "tok"))
+    images = np.random.default_rng(3).uniform(0.1, 0.9, (1, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(restored.decode(restored.encode(images))),
+                                  np.asarray(small.decode(small.encode(images))))
+
+
+def test_fit_trains_the_vq_form_and_its_logits_pick_the_nearest_code():
+    from keras_gss.models.gss.stage_one import natural_image_crops
+
+    crops = natural_image_crops(64, 16, seed=0)
+    keras.utils.set_random_seed(0)
+    dvae = DiscreteVAE(**dict(SMALL, init_dim=32), restart_interval=2)
+    dvae.compile(optimizer=keras.optimizers.Adam(3e-3))
+    losses = dvae.fit(crops, batch_size=16, epochs=6, verbose=0).history["loss"]
+    assert losses[-1] < 0.9 * losses[0]
+    # The encoder's logits now hold the codebook's distances: argmax = nearest code (numpy).
+    features = np.asarray(dvae.encoder_features(crops[:4]))
+    codebook = np.asarray(dvae.token_embedding.kernel)
+    nearest = ((features[..., None, :] - codebook) ** 2).sum(-1).argmin(-1)
+    np.testing.assert_array_equal(np.asarray(dvae.encode(crops[:4])), nearest)
+    # Inference decodes those codes exactly as training's straight-through forward pass.
+    trained = dvae(crops[:4], training=True)["reconstruction"]
+    np.testing.assert_allclose(np.asarray(dvae.decoder_outputs(dvae.encode(crops[:4]))),
+                               np.asarray(trained), atol=1e-5)
+    # Restarts keep codes in use (collapse would leave one or two of the 32).
+    assert len(np.unique(np.asarray(dvae.encode(crops)))) > 8
+    with pytest.raises(ValueError, match="init_dim=32"):
+        DiscreteVAE(**SMALL).fit(crops, epochs=1, verbose=0)

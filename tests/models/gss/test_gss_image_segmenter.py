@@ -33,9 +33,6 @@ def _token_confidence(model, images):
                                        interpolation="bilinear"))[..., 0]
 
 
-# GSS is work in progress (issue 20): its longest tests run with `pytest -m slow` until the
-# family lands with its presets, and CI's time budget is settled with them.
-@pytest.mark.slow
 def test_gss_passes_the_shared_checks(tmp_path):
     model = run_segmenter_test(GSSImageSegmenter, _tiny(), _token_confidence, tmp_path)
     # The frozen tokenizer is part of the saved model and never trains.
@@ -96,6 +93,21 @@ def test_the_loss_is_the_weighted_sum_and_only_the_prior_learns():
     assert frozen and not frozen & {id(w) for w in model.trainable_weights}
 
 
+def test_fit_trains_the_prior_and_leaves_the_tokenizer_as_it_was():
+    model = tiny_segmenter(GSSImageSegmenter, **_tiny())
+    images, labels = make_scenes(4)
+    tokenizer = [w.numpy().copy() for w in model.tokenizer.weights]
+    prior = [w.numpy().copy() for w in model.token_classifier.weights]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    losses = model.fit(images, labels, batch_size=4, epochs=3, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    for before, after in zip(tokenizer, model.tokenizer.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert all(np.abs(b - w.numpy()).max() > 0
+               for b, w in zip(prior, model.token_classifier.weights))
+
+
+# The Swin decoder's layer has its own tests (tests/layers); its stage here is the conv one's.
 @pytest.mark.parametrize("decoder", ["conv", pytest.param("swin", marks=pytest.mark.slow)])
 def test_learned_decoder_trains_on_predicted_maskiges_only(decoder):
     config = {"embedding_dim": 8, "num_heads": 2, "depth": 1} if decoder == "swin" else None
@@ -103,19 +115,41 @@ def test_learned_decoder_trains_on_predicted_maskiges_only(decoder):
                                                       decoder_config=config))
     images, labels = make_scenes(4)
     others = [w.numpy().copy() for w in model.weights if "learned_decoder" not in w.path]
-    decoder_before = [w.numpy().copy() for w in model.learned_decoder.trainable_weights]
+    # It learns in its own stage only: the prior's `fit` leaves it alone.
+    assert not model.learned_decoder.trainable
+    learned = [w for w in model.learned_decoder.weights if "moving" not in w.path]
+    decoder_before = [w.numpy().copy() for w in learned]
     history = model.fit_maskige_decoder(images, labels, epochs=2, batch_size=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
-    assert all(np.abs(b - w.numpy()).max() > 0
-               for b, w in zip(decoder_before, model.learned_decoder.trainable_weights))
+    assert len(learned) >= 4 and all(np.abs(b - w.numpy()).max() > 0
+                                     for b, w in zip(decoder_before, learned))
     for before, after in zip(others, [w for w in model.weights
                                       if "learned_decoder" not in w.path]):
         np.testing.assert_array_equal(before, after.numpy())
     # The stage leaves every flag as it was.
     assert model.backbone.trainable and not model.tokenizer.trainable
+    assert not model.learned_decoder.trainable
     logits = model.predict(images, verbose=0)
     maskige = model.predict_maskige(images, verbose=0)
     np.testing.assert_allclose(logits, np.asarray(model.learned_decoder(maskige)), atol=1e-5)
+
+
+def test_with_maskige_decoder_keeps_the_prior_and_the_tokenizer(tmp_path):
+    model = tiny_segmenter(GSSImageSegmenter, **_tiny())
+    images, _ = make_scenes(2)
+    ftw = model.with_maskige_decoder("conv", {"hidden_dim": 8})
+    assert ftw.maskige_decoder == "conv" and ftw.learned_decoder.hidden_dim == 8
+    np.testing.assert_array_equal(ftw.predict_maskige(images, verbose=0),
+                                  model.predict_maskige(images, verbose=0))
+    with pytest.raises(ValueError, match="already has a learned maskige decoder"):
+        ftw.with_maskige_decoder("swin")
+    # A tokenizer passed as a saved directory is loaded with its weights, frozen.
+    model.tokenizer.save_to_preset(str(tmp_path / "tokenizer"))
+    again = tiny_segmenter(GSSImageSegmenter,
+                           **{**_tiny(), "tokenizer": str(tmp_path / "tokenizer")})
+    assert not again.tokenizer.trainable
+    for mine, theirs in zip(again.tokenizer.weights, model.tokenizer.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
 
 
 def test_an_8x_tokenizer_reads_a_2x_maskige():
