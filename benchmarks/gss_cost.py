@@ -52,7 +52,7 @@ np.asarray(run(image))
 
 
 def build(kind, setting, size):
-    """`(model, tensor)`: a softmax or GSS model of the setting, and its input."""
+    """A softmax or a GSS-FF model of the setting, untrained."""
     keras.utils.set_random_seed(0)
     if setting == "digitscenes":
         name = "softmax_segformer_digitscenes" if kind == "softmax" \
