@@ -9,6 +9,7 @@ and, for GMMSeg, every class's mean fitted σ and the memory entries written
 so far (real writes: a random-filled memory starts full). Prints one
 markdown table of mean ± std and, with `--record`, appends it to
 `benchmarks/RESULTS.md`; every number also goes to `--out`/results.json.
+`--resume` keeps the runs already there and trains only the missing ones.
 
     python benchmarks/digitscenes_seeds.py --configs softmax,gmmseg --seeds 0,1,2 --record
     python benchmarks/digitscenes_seeds.py --configs grid --seeds 0,1,2 --record
@@ -181,6 +182,25 @@ def table(summaries, seeds):
     return "\n".join(lines)
 
 
+SETTINGS = ("steps", "finetune_steps", "finetune_learning_rate", "train_scenes", "test_scenes",
+            "image_size", "decoder_steps")
+
+
+def resumed_runs(args, names):
+    """`{(name, seed): run}` of `--out`/results.json, checked to share this run's settings."""
+    path = os.path.join(args.out, "results.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as file:
+        saved = json.load(file)
+    changed = [k for k in SETTINGS if saved["args"].get(k) != getattr(args, k)]
+    if changed:
+        sys.exit(f"--resume: {path} was run with other settings ({', '.join(changed)}); "
+                 "pass the same ones or another --out")
+    return {(name, run["seed"]): run for name, kept in saved["runs"].items() if name in names
+            for run in kept}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="softmax,gmmseg",
@@ -196,6 +216,9 @@ def main():
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--out", default="outputs/digitscenes_seeds")
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in --out/results.json (same settings) and "
+                             "train only the missing configuration-seed pairs")
     parser.add_argument("--tokenizer", default="outputs/gss_tokenizer/tokenizer",
                         help="GSS's frozen tokenizer: a DiscreteVAE preset directory")
     parser.add_argument("--decoder-steps", type=int, default=500,
@@ -220,10 +243,16 @@ def main():
     data = load_data(args.image_size, args.train_scenes, args.test_scenes)
     checkpoints = [round(args.steps * (k + 1) / args.checkpoints) for k in range(args.checkpoints)]
     raw, runs, started = {}, {name: [] for name in names}, time.time()
+    done = resumed_runs(args, names) if args.resume else {}
     for seed in seeds:
         trained = {}  # this seed's models, so a fine-tuned configuration reuses its base
         for name in names:
             kind, options = CONFIGS[name]
+            if (name, seed) in done:
+                raw.setdefault(name, []).append(done[name, seed])
+                runs[name].append(flatten(done[name, seed]["results"]))
+                print(f"kept {name} seed {seed} from {args.out}/results.json", flush=True)
+                continue
             log = CheckpointLog(checkpoints if kind != "finetuned" else [], data["test"])
             if kind == "finetuned":
                 base, negatives = FINETUNED[name]
