@@ -316,11 +316,11 @@ def main():
     print("\nper-class IoU (%): " + "; ".join(
         f"{name} " + " ".join(f"{100 * v:.0f}" for v in r["closed_set"]["iou"])
         for name, r in results.items()) + f"  ({', '.join(DigitScenes.class_names)})")
-    print(f"\n(mIoU on the closed-set test split; AUROC / AP / FPR95 in %, anomalies "
-          f"positive, void excluded; '<set>/textures' and '<set>/digits' score the anomalies "
-          f"against those known pixels only; oIoU is open-mIoU at the TPR-95% threshold of "
-          f"the other half of the set; model:discriminative and model:generative are the "
-          f"hybrid score's two parts; training " + ", ".join(
+    print("\n(mIoU on the closed-set test split; AUROC / AP / FPR95 in %, anomalies "
+          "positive, void excluded; '<set>/textures' and '<set>/digits' score the anomalies "
+          "against those known pixels only; oIoU is open-mIoU at the TPR-95% threshold of "
+          "the other half of the set; model:discriminative and model:generative are the "
+          "hybrid score's two parts; training " + ", ".join(
               f"{name} {seconds:.0f} s" for name, seconds in timings.items())
           + f"; total {time.time() - started:.0f} s)")
     with open(os.path.join(args.out, "results.json"), "w") as file:

@@ -1,4 +1,4 @@
-"""`keras-gss` command line: list, train, evaluate, predict, publish."""
+"""`keras-gss` command line: list, train, evaluate, predict, convert, publish."""
 
 import argparse
 import glob
@@ -34,18 +34,37 @@ def zoo_table():
     """The zoo as a markdown table (also `zoo/README.md`'s table)."""
     from keras_gss.presets import PRESETS
 
-    rows = ["| preset | backbone | dataset setting | recipe | weights | status |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| preset | backbone | dataset setting | recipe | starting weights | weights | "
+            "status |", "|---|---|---|---|---|---|---|"]
     for name in sorted(PRESETS):
         record = PRESETS[name]
         recipe = record["provenance"]["recipe"]
+        start = starting_weights(record)
+        start = f"{start[0]}: {start[1]}" if start else "none"
         rows.append(f"| `{name}` | {_backbone_name(record['backbone'])} | "
                     f"{record['data']['dataset']} | {f'`{recipe}`' if recipe else '(fit)'} | "
-                    f"`{record['weights']['handle']}` | {preset_status(record)} |")
+                    f"{start} | `{record['weights']['handle']}` | {preset_status(record)} |")
     return "\n".join(rows)
 
 
+def starting_weights(record):
+    """`(name, where it comes from)` of a preset's starting encoder weights, or None."""
+    from keras_gss import convert
+
+    backbone = record["backbone"]
+    variant = backbone.get("variant") or ""
+    if record["family"] == "densehybrid" and record["data"]["dataset"] != "digitscenes":
+        return "init_from", "a softmax or GMMSeg preset trained by its recipe"
+    if backbone["architecture"] == "segformer" and variant:
+        name = f"mit_{variant}"
+        return name, f"`{convert.convert_command(name)}`"
+    if variant.startswith("resnet"):  # keras-hub ships these ImageNet-1K weights
+        return f"{variant[:6]}_{variant[6:]}_imagenet", "keras-hub, downloaded when training starts"
+    return None
+
+
 def _list(args):
+    from keras_gss import convert
     from keras_gss.presets import PRESETS
 
     if args.markdown:
@@ -53,7 +72,32 @@ def _list(args):
         return 0
     for name in sorted(PRESETS):
         record = PRESETS[name]
-        print(f"{name:34s} {preset_status(record):28s} {record['description']}")
+        start = starting_weights(record)
+        if start and os.path.isdir(convert.converted_dir(start[0])):
+            start = f"{start[0]}: converted here ({convert.converted_dir(start[0])})"
+        else:
+            start = (f"{start[0]}: {start[1].strip('`')}" if start
+                     else "none (trained from scratch)")
+        print(f"{name:34s} {preset_status(record):28s} {record['description']}\n"
+              f"{'':34s} starting weights: {start}")
+    return 0
+
+
+def _convert(args):
+    from keras_gss import convert
+
+    if args.kind == "mit":
+        heads = [int(h) for h in args.num_heads.split(",")] if args.num_heads else None
+        backbone = convert.mit(args.source, num_heads=heads)
+        name = convert.mit_variant(backbone)
+        out = args.out or (name and convert.converted_dir(name))
+        if not out:
+            raise ValueError(f"{args.source!r} is no published MiT size "
+                             f"({sorted(convert.MIT_VARIANTS)}); pass --out.")
+        backbone.save_to_preset(out)
+        reference = f"converted:{name}" if name and not args.out else out
+        print(f"wrote {out}: {name or 'MiT'} ({backbone.count_params():,} parameters); a "
+              f"recipe's encoder_weights names it {reference!r}")
     return 0
 
 
@@ -200,7 +244,8 @@ def main(argv=None):
                           help="global batch size (default: the recipe's)")
     training.add_argument("--encoder-weights", default=None,
                           help="pretrained encoder: a .weights.h5 file, a keras-hub preset, "
-                               "or 'none' (default: the recipe's)")
+                               "converted:<name> (keras-gss convert), a MiT checkpoint to "
+                               "convert (.pth/.safetensors), or 'none' (default: the recipe's)")
     training.add_argument("--no-eval", action="store_true", help="skip evaluation")
     training.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                           help="0 silent, 1 progress bars, 2 one line per epoch (default)")
@@ -243,6 +288,20 @@ def main(argv=None):
                             help="anomaly threshold (default: the preset's calibrated one, else "
                                  "each image's 95th percentile)")
     prediction.set_defaults(run=_predict)
+    converting = commands.add_parser(
+        "convert", help="convert released PyTorch weights (read without running pickled "
+                        "code) into a Keras preset folder")
+    converting.add_argument("kind", choices=("mit",),
+                            help="mit: SegFormer's ImageNet encoder (NVlabs' mit_b*.pth, "
+                                 "mmseg's mit_b*_mmseg.pth, or transformers' nvidia/mit-b*)")
+    converting.add_argument("source", help="checkpoint file, folder, or hf://org/repo")
+    converting.add_argument("--out", default=None,
+                            help="output folder (default: $KERAS_GSS_HOME/converted/<mit_bN>, "
+                                 "which recipes name as converted:<mit_bN>)")
+    converting.add_argument("--num-heads", default=None,
+                            help="attention heads per stage when no config.json says "
+                                 "(default 1,2,5,8, every MiT's)")
+    converting.set_defaults(run=_convert)
     publishing = commands.add_parser(
         "publish", help="upload a preset directory to the Hugging Face Hub; prints the "
                         "handle pinned to the new commit")

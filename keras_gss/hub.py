@@ -63,22 +63,35 @@ def download_preset(handle, revision=None, cache_dir=None, local_files_only=Fals
         cache_dir: the Hub cache folder. Defaults to huggingface_hub's.
         local_files_only: never touch the network.
     """
+    folder = _download(handle, revision, cache_dir, local_files_only, None, _complete)
+    if not _complete(folder):  # only an offline load can meet an interrupted download
+        raise _interrupted(handle, folder)
+    return folder
+
+
+def download_files(handle, patterns, revision=None, cache_dir=None, local_files_only=False):
+    """Fetch only a repo's files matching `patterns` (e.g. a checkpoint to convert); its folder."""
+    return _download(handle, revision, cache_dir, local_files_only, list(patterns),
+                     lambda folder: bool(os.listdir(folder)))
+
+
+def _download(handle, revision, cache_dir, local_files_only, patterns, complete):
     import huggingface_hub
     from huggingface_hub import errors
 
     repo, pinned = parse_handle(handle)
     revision = revision or pinned
-    options = dict(repo_id=repo, revision=revision, cache_dir=cache_dir)
+    options = dict(repo_id=repo, revision=revision, cache_dir=cache_dir,
+                   allow_patterns=patterns)
     if revision and _COMMIT.match(revision) and not local_files_only:
         try:  # a commit never changes, so a complete cached copy needs no request
             folder = huggingface_hub.snapshot_download(local_files_only=True, **options)
-            if _complete(folder):
+            if complete(folder):
                 return folder
         except errors.LocalEntryNotFoundError:
             pass
     try:
-        folder = huggingface_hub.snapshot_download(local_files_only=local_files_only,
-                                                   **options)
+        return huggingface_hub.snapshot_download(local_files_only=local_files_only, **options)
     except errors.RevisionNotFoundError as error:
         raise OSError(
             f"Preset {handle!r}: revision {revision!r} does not exist on the Hub. "
@@ -104,9 +117,6 @@ def download_preset(handle, revision=None, cache_dir=None, local_files_only=Fals
             f"Downloading preset {handle!r} failed ({type(error).__name__}: {error}). The "
             "Hub cache shows only whole files; run the same call again to resume."
         ) from error
-    if not _complete(folder):  # only an offline load can meet an interrupted download
-        raise _interrupted(handle, folder)
-    return folder
 
 
 def _metrics_table(results):

@@ -188,14 +188,24 @@ def _train_stream(recipe, train, batch_size, negatives=None):
 
 
 def _load_encoder_weights(model, weights):
-    """Pretrained encoder weights from a `.weights.h5` file or a keras-hub preset."""
+    """Pretrained encoder weights: a `.weights.h5` file, a keras-hub preset (name, folder or
+    `hf://`), `"converted:<name>"` (from `keras-gss convert`) or a source checkpoint to convert
+    (NVlabs', mmseg's or transformers' MiT: a `.pth`/`.safetensors` file or its folder)."""
     import keras_hub
 
+    from keras_gss import convert
+
     encoder = getattr(model.backbone, "image_encoder", model.backbone)
+    if str(weights).startswith(convert.CONVERTED):
+        weights = convert.resolve_converted(weights)
     if str(weights).endswith(".h5"):
         encoder.load_weights(weights)
         return
-    pretrained = keras_hub.models.Backbone.from_preset(weights)
+    if convert.is_checkpoint(weights):
+        convert.mit(weights, backbone=encoder)
+        return
+    shape = {"image_shape": encoder.image_shape} if hasattr(encoder, "image_shape") else {}
+    pretrained = keras_hub.models.Backbone.from_preset(weights, **shape)  # built at its size
     shapes = [tuple(v.shape) for v in encoder.weights]
     if shapes != [tuple(v.shape) for v in pretrained.weights]:
         raise ValueError(f"`encoder_weights` {weights!r} do not fit the preset's encoder "

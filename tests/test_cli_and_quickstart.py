@@ -82,7 +82,7 @@ def test_quickstart_smoke_then_cli_evaluate(tmp_path, capsys):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("list", "train", "evaluate", "predict", "publish"):
+    for command in ("list", "train", "evaluate", "predict", "convert", "publish"):
         try:
             cli.main([command, "--help"])
         except SystemExit as done:

@@ -122,3 +122,206 @@ def test_reads_tensors_of_every_dtype_and_layout_without_torch_code(tmp_path):
     (tmp_path / "bf16.pt").write_bytes(buffer.getvalue())
     value = convert.read_torch_checkpoint(str(tmp_path / "bf16.pt"))
     assert value.dtype.name == "bfloat16" and value.shape == (2,)
+
+
+# === MiT ===
+
+MIT_CONFIGS = {  # B0 itself, and B5's depths at reduced widths
+    "b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2]),
+    "b5_shaped": dict(hidden_sizes=[16, 32, 80, 128], depths=[3, 6, 40, 3]),
+}
+# B0 from every source; the deep one from the Hub's and mmseg's (GMMSeg's backbone) layouts
+MIT_SOURCES = {"b0": ("huggingface", "huggingface_v5", "segformer", "mmseg"),
+               "b5_shaped": ("huggingface", "mmseg")}
+
+
+def _mit_reference(torch, sizes):
+    from transformers import SegformerConfig, SegformerModel
+
+    torch.manual_seed(0)
+    config = SegformerConfig(num_attention_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], **sizes)
+    model = SegformerModel(config).eval()
+    with torch.no_grad():  # norms and biases start at 1 and 0: draw them so they are tested
+        for name, parameter in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                parameter.copy_(1 + 0.2 * torch.randn_like(parameter))
+            elif name.endswith("bias"):
+                parameter.normal_(std=0.2)
+    return model
+
+
+# The two authors' layouts, written from their modules' attribute names (NVlabs'
+# mix_transformer.py; mmseg's mit.py, whose attention is nn.MultiheadAttention with one
+# (3C, C) in-projection and whose MLP is 1×1 convolutions) from transformers' Hub keys.
+_LAYOUTS = {
+    "segformer": dict(embed="patch_embed{j}.proj", embed_norm="patch_embed{j}.norm",
+                      norm="norm{j}", block="block{j}.{k}.", layer_norm_1="norm1",
+                      layer_norm_2="norm2", sr="attn.sr", sr_norm="attn.norm",
+                      out="attn.proj", dense1="mlp.fc1", dwconv="mlp.dwconv.dwconv",
+                      dense2="mlp.fc2"),
+    "mmseg": dict(embed="layers.{i}.0.projection", embed_norm="layers.{i}.0.norm",
+                  norm="layers.{i}.2", block="layers.{i}.1.{k}.", layer_norm_1="norm1",
+                  layer_norm_2="norm2", sr="attn.sr", sr_norm="attn.norm",
+                  out="attn.attn.out_proj", dense1="ffn.layers.0", dwconv="ffn.layers.1",
+                  dense2="ffn.layers.4"),
+}
+
+
+def _authors_state(hub, layout):
+    import re
+
+    names, out = _LAYOUTS[layout], {}
+    for key, value in hub.items():
+        match = re.match(r"encoder\.(patch_embeddings|layer_norm|block)\.(\d+)\.(?:(\d+)\.)?(.*)",
+                         key)
+        group, i, k, rest = match[1], int(match[2]), match[3], match[4]
+        at = dict(i=i, j=i + 1, k=k)
+        if group == "patch_embeddings":
+            part, leaf = rest.split(".")
+            out[f"{names['embed' if part == 'proj' else 'embed_norm'].format(**at)}.{leaf}"] = value
+            continue
+        if group == "layer_norm":
+            out[f"{names['norm'].format(**at)}.{rest}"] = value
+            continue
+        prefix, (module, leaf) = names["block"].format(**at), rest.rsplit(".", 1)
+        if module in ("attention.self.query", "attention.self.key", "attention.self.value"):
+            if module.endswith("query") and layout == "mmseg":
+                fused = [hub[key.replace("query", part)] for part in ("query", "key", "value")]
+                out[f"{prefix}attn.attn.in_proj_{leaf}"] = np.concatenate(fused, 0)
+            elif module.endswith("query"):
+                out[f"{prefix}attn.q.{leaf}"] = value
+            elif module.endswith("key") and layout == "segformer":
+                fused = [value, hub[key.replace("key", "value")]]
+                out[f"{prefix}attn.kv.{leaf}"] = np.concatenate(fused, 0)
+            continue
+        name = {"layer_norm_1": "layer_norm_1", "layer_norm_2": "layer_norm_2",
+                "attention.self.sr": "sr", "attention.self.layer_norm": "sr_norm",
+                "attention.output.dense": "out", "mlp.dense1": "dense1",
+                "mlp.dwconv.dwconv": "dwconv", "mlp.dense2": "dense2"}[module]
+        if layout == "mmseg" and name in ("dense1", "dense2") and leaf == "weight":
+            value = value[:, :, None, None]  # mmseg's MLP: 1×1 convolutions
+        out[f"{prefix}{names[name]}.{leaf}"] = value
+    return out
+
+
+def _save_mit_sources(torch, model, folder):
+    """The reference's weights as each source publishes them: four files or folders."""
+    from safetensors.numpy import save_file
+
+    model.save_pretrained(folder / "hub")  # the Hub's spelling (encoder.block.…)
+    hub = {k: v.numpy() for k, v in model.state_dict().items()}
+    legacy = {k: v for k, v in zip(*_load_keys(folder / "hub"))}
+    # transformers ≥ 5's own spelling (stages.…) in an ImageNet classifier's checkpoint
+    classifier = {f"segformer.{k}": v for k, v in hub.items()}
+    classifier["classifier.weight"] = np.zeros((10, model.config.hidden_sizes[-1]), "float32")
+    classifier["classifier.bias"] = np.zeros(10, "float32")
+    (folder / "classifier").mkdir()
+    save_file(classifier, str(folder / "classifier" / "model.safetensors"))
+    nvlabs = {k: torch.from_numpy(v) for k, v in _authors_state(legacy, "segformer").items()}
+    nvlabs["head.weight"] = torch.zeros(1000, model.config.hidden_sizes[-1])
+    nvlabs["head.bias"] = torch.zeros(1000)
+    torch.save(nvlabs, folder / "mit_nvlabs.pth")
+    mmseg = {f"backbone.{k}": torch.from_numpy(v)
+             for k, v in _authors_state(legacy, "mmseg").items()}
+    mmseg["decode_head.conv_seg.weight"] = torch.zeros(19, 8, 1, 1)  # a segmentor's head
+    torch.save({"meta": {"mmseg_version": "0.x"}, "state_dict": mmseg}, folder / "segmentor.pth")
+    return {"huggingface": folder / "hub", "huggingface_v5": folder / "classifier",
+            "segformer": folder / "mit_nvlabs.pth", "mmseg": folder / "segmentor.pth"}
+
+
+def _load_keys(folder):
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    return list(weights), list(weights.values())
+
+
+def _hidden_states(torch, model, images):
+    with torch.no_grad():
+        states = model(torch.from_numpy(images).permute(0, 3, 1, 2),
+                       output_hidden_states=True).hidden_states
+    return [h.permute(0, 2, 3, 1).numpy() for h in states]
+
+
+@pytest.mark.parametrize("size", sorted(MIT_CONFIGS))
+def test_mit_parity_from_every_source_layout(tmp_path, size):
+    import keras
+
+    torch = _require("torch")
+    _require("transformers")
+    model = _mit_reference(torch, MIT_CONFIGS[size])
+    sources = _save_mit_sources(torch, model, tmp_path)
+    images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
+    reference = _hidden_states(torch, model, images)
+    backbone = None
+    for name in MIT_SOURCES[size]:  # the first builds from the weights; the rest refill
+        source = sources[name]
+        if backbone is not None:
+            for variable in backbone.weights:
+                variable.assign(np.zeros(variable.shape, "float32"))
+        backbone = convert.mit(str(source), image_shape=(64, 64, 3), backbone=backbone)
+        assert backbone.layerwise_depths == MIT_CONFIGS[size]["depths"]
+        pyramid = keras.Model(backbone.input, backbone.pyramid_outputs)(images)
+        for level, expected in enumerate(reference):
+            np.testing.assert_allclose(np.asarray(pyramid[f"P{level + 1}"]), expected,
+                                       atol=1e-4, err_msg=f"{name}, stage {level + 1}")
+    assert convert.mit_layout(convert.read_weights(str(sources["mmseg"]))[0])[0] == "mmseg"
+
+
+def test_converted_mit_is_listed_and_starts_recipes_by_name_or_from_the_checkpoint(
+        tmp_path, monkeypatch, capsys):
+    import types
+
+    import keras
+    import keras_hub
+
+    from keras_gss import cli
+    from keras_gss.training import _load_encoder_weights
+
+    torch = _require("torch")
+    _require("transformers")
+    monkeypatch.setenv("KERAS_GSS_HOME", str(tmp_path / "home"))
+    model = _mit_reference(torch, MIT_CONFIGS["b0"])
+    checkpoint = _save_mit_sources(torch, model, tmp_path)["segformer"]
+    assert cli.main(["convert", "mit", str(checkpoint)]) == 0
+    folder = tmp_path / "home" / "converted" / "mit_b0"
+    assert f"wrote {folder}: mit_b0 (3,319,392 parameters)" in capsys.readouterr().out
+    assert cli.main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "starting weights: mit_b0: converted here" in listing
+    assert "starting weights: mit_b1: keras-gss convert mit hf://nvidia/mit-b1" in listing
+    assert "starting weights: resnet_50_imagenet: keras-hub" in listing
+
+    images = np.random.default_rng(1).normal(size=(1, 64, 64, 3)).astype("float32")
+    expected = _hidden_states(torch, model, images)[-1]
+    encoder = keras_hub.models.Backbone.from_preset(str(folder), image_shape=(64, 64, 3))
+    np.testing.assert_allclose(np.asarray(encoder(images)), expected, atol=1e-4)
+    target = keras_hub.models.MiTBackbone(image_shape=(64, 64, 3), **convert.mit_architecture(
+        *reversed(convert.mit_layout(convert.read_weights(str(checkpoint))[0]))))
+    segmenter = types.SimpleNamespace(backbone=target)  # what the loader reads of a segmenter
+    for weights in ("converted:mit_b0", str(checkpoint)):  # by name, and straight from the file
+        for variable in target.weights:
+            variable.assign(np.zeros(variable.shape, "float32"))
+        _load_encoder_weights(segmenter, weights)
+        np.testing.assert_allclose(np.asarray(target(images)), expected, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match=r"converted:mit_b1.*keras-gss convert mit "
+                                                r"hf://nvidia/mit-b1"):
+        _load_encoder_weights(segmenter, "converted:mit_b1")
+    with pytest.raises(ValueError, match="must be a keras-hub MiTBackbone"):
+        convert.mit(str(checkpoint), backbone=keras.Sequential([keras.layers.Dense(2)]))
+
+    state = torch.load(checkpoint, weights_only=True)  # a renamed, a mis-shaped key: named
+    renamed = dict(state)
+    renamed["block1.0.attn.kv_proj.weight"] = renamed.pop("block1.0.attn.kv.weight")
+    torch.save(renamed, tmp_path / "renamed.pth")
+    with pytest.raises(ValueError, match=r"Missing: \['block1.0.attn.kv.weight'\]; "
+                                         r"unexpected: \['block1.0.attn.kv_proj.weight'\]"):
+        convert.mit(str(tmp_path / "renamed.pth"), backbone=target)
+    misshaped = dict(state, **{"norm4.weight": torch.ones(3)})
+    torch.save(misshaped, tmp_path / "misshaped.pth")
+    with pytest.raises(ValueError, match=r"`norm4.weight` has shape \(3,\)"):
+        convert.mit(str(tmp_path / "misshaped.pth"), backbone=target)
+    np.testing.assert_allclose(np.asarray(target(images)), expected, atol=1e-4)  # untouched
+    torch.save({"conv.weight": torch.ones(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"not a MiT encoder.*\['conv.weight'\]"):
+        convert.mit(str(tmp_path / "other.pth"))

@@ -12,6 +12,7 @@ import pytest
 from keras import ops
 
 import keras_gss
+from keras_gss.cli import starting_weights
 from keras_gss.models import DiscreteVAE
 from keras_gss.models.gss import TOKENIZER_PRESETS
 from keras_gss.optimizers import ParamwiseAdamW
@@ -170,6 +171,10 @@ def test_recipes_follow_the_papers(path):
                                            "size": quickstart.NEGATIVE_SIDE,
                                            "shape": "rectangle", "probability": 1.0, "count": 1}
         return
+    if record["family"] != "densehybrid":  # the papers start from ImageNet-1K encoders
+        name, _ = starting_weights(record)
+        converted = record["backbone"]["architecture"] == "segformer"
+        assert recipe["encoder_weights"] == (f"converted:{name}" if converted else name)
     if record["family"] == "gss":
         _check_gss_recipe(recipe, record)
         return
