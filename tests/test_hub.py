@@ -68,6 +68,28 @@ ROUND_TRIP = textwrap.dedent("""
                   weights={"handle": "hf://tester/tiny-gmmseg", "revision": first.split("@")[1]})
     register_presets({"tiny_published": record})
     same(pinned, keras_gss.from_preset("tiny_published"), images)
+    # Converters and tokenizers read hf:// too: only the files they need.
+    import huggingface_hub
+    from keras_gss import convert
+    from keras_gss.models import DiscreteVAE
+    api = huggingface_hub.HfApi()
+    if os.path.isdir("mit_hub"):  # transformers' SegFormer, written by the test (convert extra)
+        api.create_repo("tester/mit-tiny")
+        api.upload_folder(folder_path="mit_hub", repo_id="tester/mit-tiny")
+        hub_mit = convert.mit("hf://tester/mit-tiny", image_shape=(32, 32, 3))
+        local_mit = convert.mit("mit_hub", image_shape=(32, 32, 3))
+        for a, b in zip(hub_mit.weights, local_mit.weights):
+            np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+        print("MIT_FROM_HUB", len(hub_mit.weights))
+    tokenizer = DiscreteVAE(32, hidden_dim=8, blocks_per_group=1, group_count=3, init_dim=32)
+    tokenizer.encode(np.zeros((1, 16, 16, 3), "float32"))
+    tokenizer.save_to_preset("tokenizer")
+    api.create_repo("tester/tokenizer")
+    api.upload_folder(folder_path="tokenizer", repo_id="tester/tokenizer")
+    restored = DiscreteVAE.from_preset("hf://tester/tokenizer")
+    for a, b in zip(tokenizer.weights, restored.weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+    print("TOKENIZER_FROM_HUB", len(restored.weights))
     import keras_gss.cli
     model.save_to_preset("cli_preset")
     keras_gss.cli.main(["publish", "cli_preset", "hf://tester/cli-demo", "--message", "from cli"])
@@ -90,6 +112,25 @@ def _run(code, env, *args, cwd=None):
     return result.stdout
 
 
+def _write_tiny_segformer(folder):
+    """transformers' SegFormer encoder as its Hub repo holds it, plus a file not to fetch."""
+    try:
+        import torch
+        from transformers import SegformerConfig
+        from transformers import SegformerModel
+    except ImportError:
+        if os.environ.get("KERAS_GSS_REQUIRE_CONVERT"):
+            raise
+        return False
+    torch.manual_seed(0)
+    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], hidden_sizes=[8, 16],
+                             num_attention_heads=[1, 2], sr_ratios=[2, 1],
+                             patch_sizes=[7, 3], strides=[4, 2])
+    SegformerModel(config).save_pretrained(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"not needed")
+    return True
+
+
 @pytest.fixture
 def hub():
     server = HubServer().start()
@@ -101,8 +142,15 @@ def test_publish_load_pin_verify_offline(hub, tmp_path):
     env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"), HF_TOKEN="test",
                HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
                TF_CPP_MIN_LOG_LEVEL="3")
+    with_mit = _write_tiny_segformer(tmp_path / "mit_hub")
     out = _run(ROUND_TRIP, env, cwd=tmp_path)
     assert "VERIFY {'logits': 0.0, 'anomaly_score': 0.0}" in out
+    assert "TOKENIZER_FROM_HUB" in out
+    if with_mit:
+        assert "MIT_FROM_HUB" in out  # and equal to converting the local folder
+        paths = [path for _, path in hub.requests if "tester/mit-tiny" in path]
+        assert any(p.endswith("/model.safetensors") for p in paths)
+        assert not any("pytorch_model.bin" in p for p in paths)  # only what it converts
     assert "REQUESTS_ON_SECOND_LOAD 0" in out  # a cached pinned commit needs no request
     assert "MISSING_REVISION" in out and "does not exist on the Hub" in out
     first = next(line.split()[1] for line in out.splitlines() if line.startswith("FIRST"))

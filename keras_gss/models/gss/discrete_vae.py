@@ -10,6 +10,7 @@ from keras import ops
 from keras_gss.models.gss.gss_presets import TOKENIZER_PRESETS
 from keras_gss.preset_files import TOKENIZER_CONFIG_FILE
 from keras_gss.preset_files import TOKENIZER_WEIGHTS_FILE
+from keras_gss.preset_files import VERSION_FILE
 from keras_gss.preset_files import check_version
 from keras_gss.preset_files import read_json
 from keras_gss.preset_files import write_version
@@ -323,7 +324,8 @@ class DiscreteVAE(keras.Model):
 
     @classmethod
     def from_preset(cls, preset, load_weights=True):
-        """A tokenizer from a name in `TOKENIZER_PRESETS` or a `save_to_preset` directory.
+        """A tokenizer from a name in `TOKENIZER_PRESETS`, a `save_to_preset` directory, or
+        that directory published on the Hub (`"hf://org/repo[@revision]"`).
 
         A name builds the architecture (its weights are converted or trained
         locally, never downloaded: the record says how); pass
@@ -342,6 +344,11 @@ class DiscreteVAE(keras.Model):
                                  f"weights: {record['weights']}. Load that directory, or pass "
                                  "load_weights=False.")
             return cls(**record["config"], name=preset)
+        if str(preset).startswith("hf://"):  # a published tokenizer: its two files
+            from keras_gss.hub import download_files
+
+            preset = download_files(preset, (TOKENIZER_CONFIG_FILE, TOKENIZER_WEIGHTS_FILE,
+                                             VERSION_FILE))
         path = os.path.join(str(preset), TOKENIZER_CONFIG_FILE)
         if not os.path.isfile(path):
             matches = close_matches(str(preset), TOKENIZER_PRESETS)
