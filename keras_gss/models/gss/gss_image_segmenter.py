@@ -264,6 +264,7 @@ class GSSImageSegmenter(OpenSetImageSegmenter):
             stage = _MaskigeDecoderStage(self)
             stage.compile(optimizer=optimizer or keras.optimizers.AdamW(1.5e-3,
                                                                          weight_decay=0.01))
+            kwargs.setdefault("shuffle", hasattr(x, "shape"))  # a stream is shuffled already
             return stage.fit(x, y, epochs=epochs, batch_size=batch_size, **kwargs)
         finally:
             for layer, flag in zip(layers, flags):
