@@ -145,11 +145,12 @@ def train_maskige_decoder(model, data, steps, batch_size=16, seed=0, verbose=2):
 
 
 def finetune_with_negatives(closed_set, negatives, data, steps=FINETUNE_STEPS, seed=0,
-                            callbacks=(), verbose=2, learning_rate=FINETUNE_LEARNING_RATE):
+                            callbacks=(), verbose=2, learning_rate=FINETUNE_LEARNING_RATE,
+                            flow_pretrain_steps=FLOW_PRETRAIN_STEPS):
     """DenseHybrid fine-tuning of a trained model; returns `(model, seconds)`.
 
     `negatives`: `"real"` (pasted pictures) or `"synthetic"` (a flow
-    pre-trained on inlier patches, then trained jointly). A softmax model
+    pre-trained `flow_pretrain_steps` on inlier patches, then trained jointly). A softmax model
     becomes a `DenseHybridImageSegmenter`; a GMMSeg model gets the same
     dataset-posterior head (and keeps its EM).
     """
@@ -162,7 +163,7 @@ def finetune_with_negatives(closed_set, negatives, data, steps=FINETUNE_STEPS, s
     elif negatives == "synthetic":
         flow = NormalizingFlow(seed=seed, **FLOW_OPTIONS)
         pretrain_flow(flow, data["train"][0], patch_size=data["patch_size"],
-                      steps=FLOW_PRETRAIN_STEPS, seed=seed)
+                      steps=flow_pretrain_steps, seed=seed)
         model = DenseHybridImageSegmenter.from_closed_set(closed_set, flow=flow,
                                                           patch_size=data["patch_size"])
     else:
@@ -268,6 +269,8 @@ def main():
     parser.add_argument("--steps", type=int, default=2000, help="training steps per model")
     parser.add_argument("--finetune-steps", type=int, default=FINETUNE_STEPS,
                         help="DenseHybrid fine-tuning steps (from the trained closed-set models)")
+    parser.add_argument("--flow-pretrain-steps", type=int, default=FLOW_PRETRAIN_STEPS,
+                        help="synthetic negatives: the flow's steps on inlier patches first")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train-scenes", type=int, default=2000)
     parser.add_argument("--test-scenes", type=int, default=200)
@@ -290,7 +293,8 @@ def main():
                                   ("densehybrid_synthetic", "softmax", "synthetic"),
                                   ("gmmseg_dp_real", "gmmseg", "real")):
         models[name], timings[name] = finetune_with_negatives(
-            models[base], negatives, data, args.finetune_steps, args.seed)
+            models[base], negatives, data, args.finetune_steps, args.seed,
+            flow_pretrain_steps=args.flow_pretrain_steps)
     for name, model in models.items():
         extra = mahalanobis_maps(model, data) if name == "softmax" else None
         results[name] = evaluate_model(model, data, name, args.out, extra)

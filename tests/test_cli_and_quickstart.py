@@ -25,8 +25,8 @@ def test_quickstart_smoke_then_cli_evaluate(tmp_path, capsys):
     out = tmp_path / "qs"
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--out", str(out),
-         "--image-size", "32", "--steps", "6", "--finetune-steps", "6", "--train-scenes", "24",
-         "--test-scenes", "6"],
+         "--image-size", "32", "--steps", "6", "--finetune-steps", "6",
+         "--flow-pretrain-steps", "6", "--train-scenes", "24", "--test-scenes", "6"],
         capture_output=True, text=True, timeout=900,  # as a user runs it: no log settings
         env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert done.returncode == 0, done.stderr[-3000:]
