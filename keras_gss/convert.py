@@ -61,7 +61,7 @@ def _numpy_dtype(name):
 def _rebuild_tensor(storage, offset, size, stride, *unused):
     itemsize = storage.dtype.itemsize
     if len(size) == 0:
-        return storage[offset].copy()
+        return np.array(storage[offset])  # a 0-d array, as state dicts hold (not a scalar)
     return np.lib.stride_tricks.as_strided(
         storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)).copy()
 

@@ -117,6 +117,8 @@ def test_reads_tensors_of_every_dtype_and_layout_without_torch_code(tmp_path):
     for name, tensor in tensors.items():
         np.testing.assert_array_equal(loaded[name], tensor.numpy(), err_msg=name)
         assert loaded[name].dtype == tensor.numpy().dtype, name
+        assert isinstance(loaded[name], np.ndarray), name  # 0-d too (BatchNorm's counters)
+    assert set(convert.torch_state_dict(loaded)) == set(tensors)
     buffer = io.BytesIO()
     torch.save(torch.randn(2, dtype=torch.bfloat16), buffer)
     (tmp_path / "bf16.pt").write_bytes(buffer.getvalue())
