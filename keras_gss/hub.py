@@ -71,8 +71,9 @@ def download_preset(handle, revision=None, cache_dir=None, local_files_only=Fals
 
 def download_files(handle, patterns, revision=None, cache_dir=None, local_files_only=False):
     """Fetch only a repo's files matching `patterns` (e.g. a checkpoint to convert); its folder."""
-    return _download(handle, revision, cache_dir, local_files_only, list(patterns),
-                     lambda folder: bool(os.listdir(folder)))
+    names = list(patterns)  # a cached commit needs no request only if it holds all of them
+    return _download(handle, revision, cache_dir, local_files_only, names,
+                     lambda folder: all(os.path.isfile(os.path.join(folder, n)) for n in names))
 
 
 def _download(handle, revision, cache_dir, local_files_only, patterns, complete):
