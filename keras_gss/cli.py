@@ -6,7 +6,12 @@ import os
 import shlex
 import sys
 
+from keras_gss.preset_files import GMMSEG_PRESET
 from keras_gss.utils.quiet import quiet_frameworks
+
+
+# The GMMSeg authors' released checkpoint, converted into GMMSEG_PRESET's architecture.
+AUTHORS_WEIGHTS = "`keras-gss convert gmmseg GMMSeg-Segformer-b5-512x512-80k-cocostuff10k.pth`"
 
 
 def preset_status(record):
@@ -24,6 +29,8 @@ def preset_status(record):
 
 
 def _backbone_name(backbone):
+    if backbone.get("decoder") == "mmseg":
+        return f"{backbone['architecture']} {backbone['variant']}, mmseg's head"
     if backbone.get("variant"):
         return f"{backbone['architecture']} {backbone['variant']}"
     widths = "/".join(str(w) for w in backbone.get("hidden_dims", []))
@@ -41,9 +48,12 @@ def zoo_table():
         recipe = record["provenance"]["recipe"]
         start = starting_weights(record)
         start = f"{start[0]}: {start[1]}" if start else "none"
+        status = preset_status(record)
+        if name == GMMSEG_PRESET:
+            status += f"; the authors' trained model: {AUTHORS_WEIGHTS}"
         rows.append(f"| `{name}` | {_backbone_name(record['backbone'])} | "
                     f"{record['data']['dataset']} | {f'`{recipe}`' if recipe else '(fit)'} | "
-                    f"{start} | `{record['weights']['handle']}` | {preset_status(record)} |")
+                    f"{start} | `{record['weights']['handle']}` | {status} |")
     return "\n".join(rows)
 
 
@@ -80,6 +90,11 @@ def _list(args):
                      else "none (trained from scratch)")
         print(f"{name:34s} {preset_status(record):28s} {record['description']}\n"
               f"{'':34s} starting weights: {start}")
+        if os.path.isdir(convert.converted_dir(name)):  # e.g. the GMMSeg authors' model
+            print(f"{'':34s} converted weights here: converted:{name} "
+                  f"({convert.converted_dir(name)})")
+        elif name == GMMSEG_PRESET:
+            print(f"{'':34s} the authors' trained model: {AUTHORS_WEIGHTS.strip('`')}")
     return 0
 
 
@@ -98,7 +113,48 @@ def _convert(args):
         reference = f"converted:{name}" if name and not args.out else out
         print(f"wrote {out}: {name or 'MiT'} ({backbone.count_params():,} parameters); a "
               f"recipe's encoder_weights names it {reference!r}")
+    elif args.kind == "gmmseg":
+        _convert_gmmseg(args)
     return 0
+
+
+def _convert_gmmseg(args):
+    """The authors' checkpoint as a preset, with the record's class names and test settings."""
+    import hashlib
+    import json
+
+    from keras_gss import convert
+    from keras_gss.preset_files import CONVERSION_FILE
+    from keras_gss.presets import PRESETS
+
+    model = convert.gmmseg(args.source, image_shape=(args.image_size, args.image_size, 3))
+    release = convert.is_gmmseg_release(model)
+    out = args.out or (release and convert.converted_dir(convert.GMMSEG_PRESET))
+    if not out:
+        raise ValueError(f"{args.source!r} is not shaped as the authors' released model "
+                         f"({convert.GMMSEG_PRESET}); pass --out.")
+    record = PRESETS[convert.GMMSEG_PRESET]
+    data = dict(record["data"], image_shape=list(model.input.shape[1:]))
+    if model.gmm_head.num_classes != len(data["class_names"]):
+        data["class_names"] = None  # a checkpoint of another dataset: names unknown
+    digest = None
+    if os.path.isfile(args.source):
+        digest = hashlib.sha256()
+        with open(args.source, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        digest = digest.hexdigest()
+    model.save_to_preset(out)
+    with open(os.path.join(out, CONVERSION_FILE), "w") as file:
+        json.dump({"source": args.source, "sha256": digest,
+                   "record": convert.GMMSEG_PRESET if release else None, "data": data,
+                   "paper_reported": record["provenance"].get("paper_reported")},
+                  file, indent=2)
+    reference = f"converted:{convert.GMMSEG_PRESET}" if release and not args.out else out
+    print(f"wrote {out}: GMMSeg, {model.gmm_head.num_classes} classes "
+          f"({model.count_params():,} parameters); load it with "
+          f"keras_gss.from_preset({reference!r}) or evaluate it with "
+          f"keras-gss evaluate {reference} --dataset {data['dataset']} --data ROOT --split test")
 
 
 def _train(args):
@@ -124,6 +180,9 @@ def _evaluate(args):
     from keras_gss.data import normalize_images
     from keras_gss.data import read_dataset
 
+    from keras_gss.inference import window_settings
+    from keras_gss.presets import preset_data
+
     model = keras_gss.from_preset(args.model)
     window = None
     if args.dataset == "digitscenes":
@@ -145,8 +204,9 @@ def _evaluate(args):
                 raise SystemExit(f"error: --anomaly {item!r} must be READER=ROOT, e.g. "
                                  "fishyscapes_laf=data/fs_laf.")
             anomaly_sets[name] = read_dataset(name, root)
-        crop = int(model.input.shape[1])
-        window = {"crop": crop, "stride": args.stride or 2 * crop // 3}
+        # The preset's recorded test settings (stride, mmseg's keep-ratio rescale) where it has them.
+        window = window_settings((preset_data(args.model) or {}).get("sliding_window"),
+                                 int(model.input.shape[1]), args.stride)
     results = keras_gss.evaluate(
         model, *closed, anomaly_sets=anomaly_sets, batch_size=args.batch_size,
         out_dir=args.out, name=args.name, verbose=int(not args.quiet),
@@ -254,7 +314,7 @@ def main(argv=None):
         "evaluate", help="closed- and open-set evaluation of a saved model on DigitScenes "
                          "(images/ + labels/ + anomaly/ PNGs) or a benchmark in its official "
                          "layout (--dataset), streamed through sliding windows")
-    evaluation.add_argument("model", help="preset directory or hf:// handle")
+    evaluation.add_argument("model", help="preset directory, converted:<name> or hf:// handle")
     evaluation.add_argument("--data", required=True,
                             help="dataset root: <split>/images, <split>/labels for DigitScenes, "
                                  "or the benchmark's unpacked folder")
@@ -272,8 +332,9 @@ def main(argv=None):
                             help="benchmark anomaly sets, e.g. fishyscapes_laf=data/fs_laf "
                                  "road_anomaly=data/RoadAnomaly")
     evaluation.add_argument("--stride", type=int, default=None,
-                            help="sliding-window stride for benchmarks (default: 2/3 of the "
-                                 "model's input size)")
+                            help="sliding-window stride for benchmarks (default: the preset's "
+                                 "recorded one, else 2/3 of the model's input size; a recorded "
+                                 "keep-ratio rescale, e.g. mmseg's 2048x512, applies too)")
     evaluation.add_argument("--out", default=None, help="write table (JSON, markdown) and figures here")
     evaluation.add_argument("--name", default="model", help="row label and file prefix")
     evaluation.add_argument("--batch-size", type=int, default=16)
@@ -291,13 +352,19 @@ def main(argv=None):
     converting = commands.add_parser(
         "convert", help="convert released PyTorch weights (read without running pickled "
                         "code) into a Keras preset folder")
-    converting.add_argument("kind", choices=("mit",),
+    converting.add_argument("kind", choices=("mit", "gmmseg"),
                             help="mit: SegFormer's ImageNet encoder (NVlabs' mit_b*.pth, "
-                                 "mmseg's mit_b*_mmseg.pth, or transformers' nvidia/mit-b*)")
+                                 "mmseg's mit_b*_mmseg.pth, or transformers' nvidia/mit-b*); "
+                                 "gmmseg: the GMMSeg authors' checkpoint (GMMSeg-Segformer-b5-"
+                                 "512x512-80k-cocostuff10k.pth)")
     converting.add_argument("source", help="checkpoint file, folder, or hf://org/repo")
     converting.add_argument("--out", default=None,
                             help="output folder (default: $KERAS_GSS_HOME/converted/<mit_bN>, "
-                                 "which recipes name as converted:<mit_bN>)")
+                                 "which recipes name as converted:<mit_bN>; for gmmseg "
+                                 "converted/gmmseg_segformer_b5_cocostuff10k)")
+    converting.add_argument("--image-size", type=int, default=512,
+                            help="gmmseg: the model's square input, the sliding window's side "
+                                 "(default 512, the authors' crop)")
     converting.add_argument("--num-heads", default=None,
                             help="attention heads per stage when no config.json says "
                                  "(default 1,2,5,8, every MiT's)")

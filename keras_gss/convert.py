@@ -22,6 +22,12 @@ import zipfile
 
 import numpy as np
 
+from keras_gss.preset_files import CONVERTED  # noqa: F401
+from keras_gss.preset_files import GMMSEG_PRESET
+from keras_gss.preset_files import convert_command  # noqa: F401
+from keras_gss.preset_files import converted_dir  # noqa: F401
+from keras_gss.preset_files import resolve_converted  # noqa: F401
+
 # Classes of these modules may appear in a whole pickled module; they become inert records.
 MODULE_PREFIXES = ("dall_e.", "torch.nn.modules.")
 _STORAGE_DTYPES = {
@@ -253,17 +259,6 @@ MIT_VARIANTS = {
     "mit_b4": ((64, 128, 320, 512), (3, 8, 27, 3)),
     "mit_b5": ((64, 128, 320, 512), (3, 6, 40, 3)),
 }
-CONVERTED = "converted:"  # `encoder_weights` "converted:mit_b5": converted_dir("mit_b5")
-
-
-def converted_dir(name=""):
-    """Where `keras-gss convert` keeps converted weights: `$KERAS_GSS_HOME/converted/<name>`.
-
-    `KERAS_GSS_HOME` defaults to `~/.keras_gss`.
-    """
-    home = os.environ.get("KERAS_GSS_HOME") or os.path.join(os.path.expanduser("~"),
-                                                            ".keras_gss")
-    return os.path.join(home, "converted", name)
 
 
 def mit_variant(backbone):
@@ -272,21 +267,6 @@ def mit_variant(backbone):
     return next((name for name, sizes in MIT_VARIANTS.items() if sizes == shape), None)
 
 
-def convert_command(name):
-    """The command that converts a starting-weights name into `converted_dir(name)`."""
-    return (f"keras-gss convert mit hf://nvidia/{name.replace('_', '-')} (or NVlabs' {name}.pth, "
-            f"or mmseg's {name}_mmseg.pth)")
-
-
-def resolve_converted(weights):
-    """A `"converted:<name>"` reference as its folder; it must have been converted here."""
-    name = weights[len(CONVERTED):]
-    folder = converted_dir(name)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"`encoder_weights` {weights!r}: {folder} does not exist. Convert the weights once "
-            f"with: {convert_command(name)}; or train from scratch with --encoder-weights none.")
-    return folder
 # Source names per layout: `{i}` the stage from 0, `{j}` from 1, `{k}` the block.
 _MIT_KEYS = {
     "huggingface": dict(
@@ -557,3 +537,120 @@ def mit(source, num_heads=None, image_shape=(224, 224, 3), backbone=None):
                          "was written for.")
     assign_weights(variables, weights, f"{layout} MiT {source!r}")
     return backbone
+
+
+# === GMMSeg: the authors' mmseg checkpoint (MiT, mmseg's SegFormer head, the GMM head) ===
+
+
+# Buffers the authors save that a trained model's inference does not read: the unused
+# BaseDecodeHead classifier, the feature memory, its pointers, a constant and a counter.
+GMMSEG_DROPPED = ("decode_head.conv_seg.weight", "decode_head.conv_seg.bias",
+                  "decode_head.queue", "decode_head.queue_ptr", "decode_head.eye_matrix",
+                  "decode_head.iteration_counter")
+
+
+def _batch_norm(variables, key, layer):
+    variables[f"{key}.weight"] = (layer.gamma, _identity)
+    variables[f"{key}.bias"] = (layer.beta, _identity)
+    variables[f"{key}.running_mean"] = (layer.moving_mean, _identity)
+    variables[f"{key}.running_var"] = (layer.moving_variance, _identity)
+
+
+def _unit_rows(means):
+    return means / np.linalg.norm(means, axis=-1, keepdims=True)  # the authors' forward does
+
+
+def _gmmseg_variables(model):
+    """mmseg key → (variable, map) for a `GMMSegImageSegmenter` on `MMSegSegFormerBackbone`."""
+    backbone, head = model.backbone, model.gmm_head
+    variables = {f"backbone.{k}": v
+                 for k, v in _mit_variables(backbone.image_encoder, "mmseg").items()}
+    for index in range(backbone.image_encoder.num_layers):
+        variables[f"decode_head.convs.{index}.conv.weight"] = (
+            backbone.get_layer(f"level_{index}_conv").kernel, _conv)
+        _batch_norm(variables, f"decode_head.convs.{index}.bn",
+                    backbone.get_layer(f"level_{index}_norm"))
+    variables["decode_head.fusion_conv.conv.weight"] = (
+        backbone.get_layer("fusion_conv").kernel, _conv)
+    _batch_norm(variables, "decode_head.fusion_conv.bn", backbone.get_layer("fusion_norm"))
+    variables["decode_head.projection.conv.weight"] = (head.projection.kernel, _pointwise)
+    _batch_norm(variables, "decode_head.projection.bn", head.projection_norm)
+    _pair(variables, "decode_head.feat_norm", head.feature_norm, _identity)
+    _pair(variables, "decode_head.mask_norm", head.class_score_norm, _identity)
+    variables["decode_head.means"] = (head.means, _unit_rows)
+    variables["decode_head.diagonal"] = (head.scales, _identity)
+    return variables
+
+
+def gmmseg_model(weights, image_shape=(512, 512, 3)):
+    """A `GMMSegImageSegmenter` shaped as a GMMSeg checkpoint's weights.
+
+    The MiT is read off `backbone.*`, the decoder's width off its fusion
+    conv, `(C, M, D)` off `decode_head.means`; the other arguments are the
+    `GMMSEG_PRESET` record's (PyTorch's BatchNorm epsilon among them).
+    """
+    import keras_hub
+
+    from keras_gss.models.backbones import MMSegSegFormerBackbone
+    from keras_gss.models.gmmseg import GMMSegImageSegmenter
+    from keras_gss.presets import PRESETS
+
+    needed = ("decode_head.means", "decode_head.fusion_conv.conv.weight")
+    missing = [key for key in needed if key not in weights]
+    if missing:
+        raise ValueError(f"Not a GMMSeg checkpoint (mmseg's SegformerGMMSegHead): no {missing}; "
+                         f"its keys start {sorted(weights)[:5]}.")
+    layout, encoder = mit_layout(weights)
+    if layout != "mmseg":
+        raise ValueError(f"The checkpoint's encoder follows the {layout!r} layout; the GMMSeg "
+                         "authors' checkpoints hold mmseg's (`backbone.layers.0…`).")
+    classes, components, dim = (int(n) for n in weights["decode_head.means"].shape)
+    mit_encoder = keras_hub.models.MiTBackbone(image_shape=tuple(image_shape),
+                                               **mit_architecture(encoder, layout))
+    backbone = MMSegSegFormerBackbone(
+        mit_encoder, projection_filters=int(weights["decode_head.fusion_conv.conv.weight"]
+                                            .shape[0]))
+    config = {**PRESETS[GMMSEG_PRESET]["config"], "num_classes": classes,
+              "num_components": components, "embedding_dim": dim}
+    return GMMSegImageSegmenter(backbone, **config)
+
+
+def is_gmmseg_release(model):
+    """Whether `model` has the released checkpoint's shape (`GMMSEG_PRESET`'s record)."""
+    head = model.gmm_head
+    return (mit_variant(model.backbone.image_encoder) == "mit_b5"
+            and model.backbone.projection_filters == 768
+            and (head.num_classes, head.num_components, head.embedding_dim) == (171, 5, 64))
+
+
+def gmmseg(source, model=None, image_shape=(512, 512, 3)):
+    """The GMMSeg authors' checkpoint as a `GMMSegImageSegmenter` (or into `model`).
+
+    Reads `GMMSeg-Segformer-b5-512x512-80k-cocostuff10k.pth` (or any
+    checkpoint of their `SegformerGMMSegHead`): the MiT, mmseg's SegFormer
+    head, the projection, the feature and class norms, the means (unit
+    rows, as their forward uses them) and the scales. The feature memory and
+    the other training buffers (`GMMSEG_DROPPED`, BatchNorm counters) are
+    dropped by name; every other key must match, and all shapes are checked
+    before anything is assigned. `keras-gss convert gmmseg` saves the result
+    with the record's class names and test settings.
+
+    Args:
+        source: a `.pth` file, a folder or an `hf://` handle (`read_weights`).
+        model: a `GMMSegImageSegmenter` on an `MMSegSegFormerBackbone` with
+            `norm_epsilon=1e-5`. Defaults to one shaped as the checkpoint
+            (`gmmseg_model`).
+        image_shape: input shape of the model built when `model` is None.
+            Defaults to the authors' 512×512 crops.
+    """
+    from keras_gss.models.backbones import MMSegSegFormerBackbone
+
+    weights = {k: v for k, v in read_weights(source)[0].items()
+               if k not in GMMSEG_DROPPED and not k.endswith(".num_batches_tracked")}
+    if model is None:
+        model = gmmseg_model(weights, image_shape)
+    if not isinstance(getattr(model, "backbone", None), MMSegSegFormerBackbone):
+        raise ValueError("`model` must be a GMMSegImageSegmenter on an MMSegSegFormerBackbone "
+                         "(segformer_backbone(..., decoder='mmseg')), the authors' decoder.")
+    assign_weights(_gmmseg_variables(model), weights, f"GMMSeg checkpoint {source!r}")
+    return model

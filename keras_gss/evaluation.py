@@ -330,6 +330,10 @@ def format_table(results_by_model):
     | model | score | mIoU | near AUROC | near AP | near FPR95 |
     |---|---|---|---|---|---|
     | gmmseg | model | 50.0 | 90.0 | 50.0 | 30.0 |
+    >>> print(format_table({"gmmseg": {"closed_set": {"miou": 0.5, "ece": 0.1}}}))
+    | model | score | mIoU |
+    |---|---|---|
+    | gmmseg | – | 50.0 |
     """
     sets = []
     for results in results_by_model.values():
@@ -344,7 +348,7 @@ def format_table(results_by_model):
         names = []
         for s in sets:
             names += [n for n in results.get(s, {}) if n not in names]
-        for score in names:
+        for score in names or ["–"]:  # closed-set only: one row, its mIoU
             row = [model_name, score, f"{100 * results['closed_set']['miou']:.1f}"]
             for s in sets:
                 m = results.get(s, {}).get(score)

@@ -1,7 +1,8 @@
 """What a keras_gss preset directory holds, and reading it with clear errors.
 
 A leaf module: it imports nothing of keras_gss but the version, so the
-registry, the Hub I/O and the tasks can all use it.
+registry, the Hub I/O, the converters and the tasks can all use it. It also
+names where `keras-gss convert` writes (`converted_dir`).
 """
 
 import json
@@ -15,6 +16,8 @@ TASK_WEIGHTS_FILE = "task.weights.h5"
 BACKBONE_WEIGHTS_FILE = "model.weights.h5"
 VERSION_FILE = "keras_gss.json"
 TRAINING_FILE = "training.json"
+# A converted preset's provenance and its data settings (class names, test-time windows).
+CONVERSION_FILE = "conversion.json"
 # A tokenizer preset (GSS's frozen image tokenizer) holds these two and the version.
 TOKENIZER_CONFIG_FILE = "tokenizer.json"
 TOKENIZER_WEIGHTS_FILE = "tokenizer.weights.h5"
@@ -66,3 +69,39 @@ def check_version(directory):
             f"Preset {directory!r} was saved by keras_gss {saved}, newer than the "
             f"installed {__version__}; upgrade with `pip install -U keras_gss`."
         )
+
+
+# `keras-gss convert` output, named "converted:<name>" (an `encoder_weights` "converted:mit_b5",
+# a preset "converted:gmmseg_segformer_b5_cocostuff10k"): folders under `converted_dir()`.
+CONVERTED = "converted:"
+GMMSEG_PRESET = "gmmseg_segformer_b5_cocostuff10k"  # the GMMSeg authors' released model
+
+
+def converted_dir(name=""):
+    """Where `keras-gss convert` keeps converted weights: `$KERAS_GSS_HOME/converted/<name>`.
+
+    `KERAS_GSS_HOME` defaults to `~/.keras_gss`.
+    """
+    home = os.environ.get("KERAS_GSS_HOME") or os.path.join(os.path.expanduser("~"),
+                                                            ".keras_gss")
+    return os.path.join(home, "converted", name)
+
+
+def convert_command(name):
+    """The command that converts a starting-weights name into `converted_dir(name)`."""
+    return (f"keras-gss convert mit hf://nvidia/{name.replace('_', '-')} (or NVlabs' {name}.pth, "
+            f"or mmseg's {name}_mmseg.pth)")
+
+
+def resolve_converted(reference, argument="encoder_weights"):
+    """A `"converted:<name>"` reference as its folder; it must have been converted here."""
+    name = reference[len(CONVERTED):]
+    folder = converted_dir(name)
+    if not os.path.isdir(folder):
+        fix = ("keras-gss convert gmmseg <the authors' .pth>" if name == GMMSEG_PRESET
+               else convert_command(name))
+        scratch = "; or train from scratch with --encoder-weights none" \
+            if argument == "encoder_weights" else ""
+        raise FileNotFoundError(f"`{argument}` {reference!r}: {folder} does not exist. Convert "
+                                f"the weights once with: {fix}{scratch}.")
+    return folder

@@ -18,11 +18,14 @@ from keras_gss.models.backbones import build_backbone
 from keras_gss.models.open_set_image_segmenter import predict_logits_and_scores
 from keras_gss.preset_files import BACKBONE_WEIGHTS_FILE
 from keras_gss.preset_files import CONFIG_FILE
+from keras_gss.preset_files import CONVERTED
+from keras_gss.preset_files import CONVERSION_FILE
 from keras_gss.preset_files import TASK_CONFIG_FILE
 from keras_gss.preset_files import TASK_WEIGHTS_FILE
 from keras_gss.preset_files import TRAINING_FILE
 from keras_gss.preset_files import check_version
 from keras_gss.preset_files import read_json
+from keras_gss.preset_files import resolve_converted
 from keras_gss.utils.checks import close_matches
 
 PRESETS = {}
@@ -87,8 +90,9 @@ def from_preset(preset, load_weights=True, num_classes=None, revision=None,
 
     Args:
         preset: str. A name from `list_presets()`, a Hugging Face handle
-            `"hf://org/repo"` (optionally `"@revision"`), or a local preset
-            directory.
+            `"hf://org/repo"` (optionally `"@revision"`), a local preset
+            directory, or `"converted:<name>"` (what `keras-gss convert`
+            wrote under `keras_gss.convert.converted_dir()`).
         load_weights: bool. Load trained weights. Defaults to `True`.
         num_classes: int. Replace the number of classes (a new, untrained
             head; backbone weights still load). Defaults to the preset's.
@@ -114,6 +118,8 @@ def from_preset(preset, load_weights=True, num_classes=None, revision=None,
         )
     if preset in PRESETS:
         return _from_record(preset, load_weights, num_classes, kwargs)
+    if preset.startswith(CONVERTED):
+        preset = resolve_converted(preset, "preset")
     if preset.startswith("hf://"):
         folder = hub.download_preset(preset, revision=revision, cache_dir=cache_dir,
                                      local_files_only=local_files_only)
@@ -126,6 +132,25 @@ def from_preset(preset, load_weights=True, num_classes=None, revision=None,
         f"Unknown preset {preset!r}: not a zoo name, an existing directory "
         f"or an hf:// handle.{hint} keras_gss.list_presets() lists the zoo."
     )
+
+
+def preset_data(preset):
+    """The data settings a preset records (class names, mean/std, sliding window), or None.
+
+    A zoo name gives its record's; a converted preset (a folder or
+    `"converted:<name>"`) the record its conversion wrote.
+
+    Example:
+
+    >>> preset_data("gmmseg_segformer_b5_cocostuff10k")["sliding_window"]
+    {'crop': 512, 'stride': 341, 'scale': (2048, 512)}
+    """
+    if preset in PRESETS:
+        return PRESETS[preset]["data"]
+    if preset.startswith(CONVERTED):
+        preset = resolve_converted(preset, "preset")
+    path = os.path.join(preset, CONVERSION_FILE)
+    return read_json(path).get("data") if os.path.isfile(path) else None
 
 
 def _from_record(name, load_weights, num_classes, kwargs):

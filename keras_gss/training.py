@@ -25,6 +25,7 @@ import sys
 
 from keras_gss.evaluation import INLIER_COVERAGE
 from keras_gss.evaluation import calibrate_threshold  # noqa: F401 (public here since 0.1)
+from keras_gss.inference import window_settings
 from keras_gss.preset_files import TRAINING_FILE
 from keras_gss.version import __version__
 
@@ -347,8 +348,7 @@ def train_recipe(recipe, out_dir, data_root=None, steps=None, batch_size=None,
     if evaluate and evaluation is not None:
         # Windows for images other than the crop size, as the paper tests Cityscapes.
         same_size = isinstance(evaluation, tuple) and evaluation[0].shape[1:3] == (crop, crop)
-        window = None if same_size else (
-            record["data"]["sliding_window"] or {"crop": crop, "stride": 2 * crop // 3})
+        window = None if same_size else window_settings(record["data"]["sliding_window"], crop)
         closed = evaluation if isinstance(evaluation, tuple) else (evaluation, None)
         summary["results"] = evaluate_model(
             model, *closed, anomaly_sets=anomaly_sets, out_dir=out_dir,

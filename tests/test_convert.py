@@ -327,3 +327,190 @@ def test_converted_mit_is_listed_and_starts_recipes_by_name_or_from_the_checkpoi
     torch.save({"conv.weight": torch.ones(3)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"not a MiT encoder.*\['conv.weight'\]"):
         convert.mit(str(tmp_path / "other.pth"))
+
+
+# === GMMSeg ===
+
+def _gmmseg_head_reference(torch, in_channels, channels, num_classes, components, dim):
+    """The authors' SegformerGMMSegHead at inference, transcribed from the spec (reference-notes
+    §1): mmseg ConvModules (1×1 conv without bias, BatchNorm, ReLU) per level, resized to the
+    finest and concatenated finest first, fused, projected; LayerNorm, L2; diagonal Gaussians
+    around L2-normalised means; max over components; LayerNorm over classes. Buffers and
+    parameters carry the authors' names."""
+    import math
+
+    nn, functional = torch.nn, torch.nn.functional
+
+    class ConvModule(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+            self.bn = nn.BatchNorm2d(cout)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.conv(x)))
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList([ConvModule(c, channels) for c in in_channels])
+            self.fusion_conv = ConvModule(channels * len(in_channels), channels)
+            self.projection = ConvModule(channels, dim)
+            self.conv_seg = nn.Conv2d(channels, num_classes, 1)  # mmseg's, never used
+            self.register_buffer("queue", torch.randn(num_classes * components, dim, 16))
+            self.register_buffer("queue_ptr", torch.zeros(num_classes * components,
+                                                          dtype=torch.long))
+            frozen = dict(requires_grad=False)
+            self.means = nn.Parameter(torch.randn(num_classes, components, dim), **frozen)
+            self.diagonal = nn.Parameter(0.5 + torch.rand(num_classes, components, dim),
+                                         **frozen)
+            self.eye_matrix = nn.Parameter(torch.ones(dim), **frozen)
+            self.feat_norm = nn.LayerNorm(dim)
+            self.mask_norm = nn.LayerNorm(num_classes)
+            self.iteration_counter = nn.Parameter(torch.zeros(1), **frozen)
+
+        def forward(self, features):
+            size = features[0].shape[2:]
+            levels = [functional.interpolate(conv(x), size=size, mode="bilinear",
+                                             align_corners=False)
+                      for conv, x in zip(self.convs, features)]
+            x = self.projection(self.fusion_conv(torch.cat(levels, 1)))
+            batch, _, height, width = x.shape
+            embeddings = x.permute(0, 2, 3, 1).reshape(-1, dim)
+            embeddings = functional.normalize(self.feat_norm(embeddings), dim=-1)
+            means = functional.normalize(self.means, dim=-1)
+            z = (embeddings[:, None, None, :] - means[None]) / self.diagonal[None]
+            log_prob = (-0.5 * dim * math.log(2 * math.pi) - self.diagonal.log().sum(-1)
+                        - 0.5 * z.pow(2).sum(-1))  # MultivariateNormalDiag.log_prob
+            class_ll = log_prob.amax(-1)
+            logits = self.mask_norm(class_ll).reshape(batch, height, width, num_classes)
+            return logits, -class_ll.amax(-1).reshape(batch, height, width)
+
+    return Head().eval()
+
+
+def _coco_stuff10k_fixture(root, classes):
+    """Two test images of COCO-Stuff-10k v1.1's layout, labels COCO ids 0 (void) and 1..classes."""
+    from PIL import Image
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(5)
+    os.makedirs(root / "imageLists")
+    os.makedirs(root / "images")
+    os.makedirs(root / "annotations")
+    names = ["COCO_train2014_000000000077", "COCO_train2014_000000000078"]
+    (root / "imageLists" / "test.txt").write_text("\n".join(names) + "\n")
+    labels = []
+    for name, (height, width) in zip(names, [(40, 48), (36, 60)]):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+            root / "images" / f"{name}.jpg", quality=100)
+        stored = rng.integers(0, classes + 1, (height, width))
+        savemat(root / "annotations" / f"{name}.mat", {"S": stored.astype(np.uint16)})
+        labels.append(np.where(stored == 0, 255, stored - 1))
+    return names, labels
+
+
+def test_gmmseg_checkpoint_parity(tmp_path, monkeypatch, capsys):
+    import hashlib
+    import json
+
+    import keras_hub
+    from PIL import Image
+
+    import keras_gss
+    from keras_gss import cli
+    from keras_gss.data import normalize_images
+    from keras_gss.inference import predict_sliding_window
+
+    from keras_gss.models import GMMSegImageSegmenter
+    from keras_gss.models.backbones import MMSegSegFormerBackbone
+
+    torch = _require("torch")
+    _require("transformers")
+    sizes, channels, classes, components, dim = MIT_CONFIGS["b0"], 24, 5, 3, 8
+    encoder = _mit_reference(torch, sizes)
+    head = _gmmseg_head_reference(torch, sizes["hidden_sizes"], channels, classes, components,
+                                  dim)
+    with torch.no_grad():  # running statistics and affine terms away from their defaults
+        for name, tensor in head.state_dict().items():
+            if name.endswith(("running_var", "norm.weight", "bn.weight")):
+                tensor.copy_(0.5 + torch.rand_like(tensor))
+            elif name.endswith(("running_mean", "bias")):
+                tensor.normal_(std=0.2)
+    encoder.save_pretrained(tmp_path / "hub")
+    legacy = dict(zip(*_load_keys(tmp_path / "hub")))
+    state = {f"backbone.{k}": torch.from_numpy(v)
+             for k, v in _authors_state(legacy, "mmseg").items()}
+    state.update({f"decode_head.{k}": v for k, v in head.state_dict().items()})
+    torch.save({"meta": {"CLASSES": list(range(classes))}, "state_dict": state},
+               tmp_path / "gmmseg.pth")
+
+    images = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype("float32")
+    with torch.no_grad():
+        states = encoder(torch.from_numpy(images).permute(0, 3, 1, 2),
+                         output_hidden_states=True).hidden_states
+        logits, score = head(list(states))
+        logits = torch.nn.functional.interpolate(logits.permute(0, 3, 1, 2), size=(64, 64),
+                                                 mode="bilinear", align_corners=False)
+        score = torch.nn.functional.interpolate(score[:, None], size=(64, 64),
+                                                mode="bilinear", align_corners=False)
+    mit = keras_hub.models.MiTBackbone(image_shape=(64, 64, 3), **convert.mit_architecture(
+        *reversed(convert.mit_layout(legacy))))
+    model = GMMSegImageSegmenter(MMSegSegFormerBackbone(mit, projection_filters=channels),
+                                 num_classes=classes, num_components=components,
+                                 embedding_dim=dim, memory_size=16, norm_epsilon=1e-5)
+    convert.gmmseg(str(tmp_path / "gmmseg.pth"), model)
+    outputs = model.predict_outputs(images, verbose=0)
+    logits = logits.permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(outputs["logits"], logits, atol=1e-4)
+    np.testing.assert_allclose(outputs["anomaly_score"], score[:, 0].numpy(), atol=1e-3)
+
+    # The command builds the model the checkpoint is shaped as, saves it with the record's test
+    # settings, and the preset reproduces the reference.
+    monkeypatch.setenv("KERAS_GSS_HOME", str(tmp_path / "home"))
+    preset = tmp_path / "authors"
+    assert cli.main(["convert", "gmmseg", str(tmp_path / "gmmseg.pth"), "--out", str(preset),
+                     "--image-size", "64"]) == 0
+    assert f"keras-gss evaluate {preset} --dataset coco_stuff10k" in capsys.readouterr().out
+    restored = keras_gss.from_preset(str(preset))
+    np.testing.assert_allclose(restored.predict(images, verbose=0), logits, atol=1e-4)
+    conversion = json.loads((preset / "conversion.json").read_text())
+    assert conversion["sha256"] == hashlib.sha256((tmp_path / "gmmseg.pth").read_bytes()
+                                                  ).hexdigest()
+    assert conversion["record"] is None and conversion["data"]["class_names"] is None  # 5 classes
+    assert conversion["data"]["sliding_window"] == {"crop": 512, "stride": 341,
+                                                    "scale": [2048, 512]}
+    assert cli.main(["convert", "gmmseg", str(tmp_path / "gmmseg.pth"),
+                     "--image-size", "64"]) == 1  # no default folder for another shape
+    assert "not shaped as the authors' released model" in capsys.readouterr().err
+
+    # Listed, and loaded by name, once in the converted folder (here a copy of the tiny one).
+    reference = f"converted:{convert.GMMSEG_PRESET}"
+    with pytest.raises(FileNotFoundError, match="keras-gss convert gmmseg"):
+        keras_gss.from_preset(reference)
+    assert cli.main(["list"]) == 0
+    assert "the authors' trained model: keras-gss convert gmmseg" in capsys.readouterr().out
+    import shutil
+
+    shutil.copytree(preset, convert.converted_dir(convert.GMMSEG_PRESET))
+    assert cli.main(["list"]) == 0
+    assert f"converted weights here: {reference}" in capsys.readouterr().out
+
+    # keras-gss evaluate on COCO-Stuff-10k's layout: the recorded 2048×512 keep-ratio rescale,
+    # then windows of the model's input (2/3 of it apart), scored at each image's own size.
+    names, labels = _coco_stuff10k_fixture(tmp_path / "coco", classes)
+    assert cli.main(["evaluate", reference, "--dataset", "coco_stuff10k", "--data",
+                     str(tmp_path / "coco"), "--split", "test", "--out", str(tmp_path / "eval"),
+                     "--name", "authors", "--quiet"]) == 0
+    assert "| authors | – |" in capsys.readouterr().out  # closed set only
+    results = json.loads((tmp_path / "eval" / "authors.json").read_text())
+    confusion = np.zeros((classes, classes))
+    for name, label in zip(names, labels):
+        image = np.asarray(Image.open(tmp_path / "coco" / "images" / f"{name}.jpg"))
+        out = predict_sliding_window(restored, normalize_images(image[None]), crop=64,
+                                     stride=42, scale=(2048, 512))
+        valid = label != 255
+        np.add.at(confusion, (label[valid], out["logits"][0].argmax(-1)[valid]), 1)
+    iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
+    assert results["closed_set"]["miou"] == pytest.approx(np.nanmean(iou), abs=1e-6)
+

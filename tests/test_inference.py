@@ -85,3 +85,28 @@ def test_evaluate_through_windows_equals_direct_evaluation():
     for score in direct["set"]:
         assert windowed["set"][score]["auroc"] == pytest.approx(direct["set"][score]["auroc"],
                                                                 abs=1e-6)
+
+
+def test_rescale_as_mmseg_then_windows_then_back_to_the_image_size():
+    """`scale`: keep-ratio resize, windows, logits resized back; the bilinear steps are PyTorch's
+    `F.interpolate(align_corners=False)`, as mmseg's test pipeline and `inference` use."""
+    torch = pytest.importorskip("torch")
+    from keras_gss.inference import rescaled_size
+
+    assert rescaled_size(427, 640, (2048, 512)) == (512, 767)  # short side bound
+    assert rescaled_size(300, 2000, (2048, 512)) == (307, 2048)  # long side bound
+    model = _pointwise(32)
+    images = np.random.default_rng(3).normal(size=(2, 40, 48, 3)).astype("float32")
+    out = predict_sliding_window(model, images, crop=32, stride=21, scale=(64, 32))
+
+    def resize(array, size):
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
+        return torch.nn.functional.interpolate(tensor, size=size, mode="bilinear",
+                                               align_corners=False).permute(0, 2, 3, 1).numpy()
+
+    kernel, bias = model.get_layer("classifier").get_weights()
+    twice = resize(resize(images, (32, 38)), (40, 48))  # 0.8: min(64 / 48, 32 / 40)
+    assert out["logits"].shape == (2, 40, 48, 4)
+    np.testing.assert_allclose(out["logits"], twice @ kernel[0, 0] + bias, atol=1e-4)
+    with pytest.raises(ValueError, match="`scale`"):
+        predict_sliding_window(model, images, crop=32, stride=21, scale=(64,))

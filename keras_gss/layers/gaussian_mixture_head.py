@@ -69,6 +69,9 @@ class GaussianMixtureHead(keras.layers.Layer):
             (GMMSeg's head). Without them the embedding is the linear
             projection, layer- and L2-normalised (L-GMM: a "simple
             convolutional layer"). Defaults to `True`.
+        norm_epsilon: float. That BatchNorm's epsilon. Defaults to Keras'
+            `1e-3`; the authors' PyTorch code (and its converted
+            checkpoints) use `1e-5`.
 
     Example:
 
@@ -97,6 +100,7 @@ class GaussianMixtureHead(keras.layers.Layer):
         variance_floor=0.01,
         trainable_mixture=False,
         projection_norm=True,
+        norm_epsilon=1e-3,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,7 +119,8 @@ class GaussianMixtureHead(keras.layers.Layer):
             name="projection",
         )
         self.projection_norm = (
-            keras.layers.BatchNormalization(dtype=self.dtype_policy, name="projection_norm")
+            keras.layers.BatchNormalization(epsilon=norm_epsilon, dtype=self.dtype_policy,
+                                            name="projection_norm")
             if projection_norm
             else None
         )
@@ -140,6 +145,7 @@ class GaussianMixtureHead(keras.layers.Layer):
         self.variance_floor = variance_floor
         self.trainable_mixture = trainable_mixture
         self.projection_norm_enabled = projection_norm
+        self.norm_epsilon = norm_epsilon
         self.input_channels = None
         self.input_rank = None
 
@@ -301,6 +307,7 @@ class GaussianMixtureHead(keras.layers.Layer):
                 "variance_floor": self.variance_floor,
                 "trainable_mixture": self.trainable_mixture,
                 "projection_norm": self.projection_norm_enabled,
+                "norm_epsilon": self.norm_epsilon,
             }
         )
         return config

@@ -25,7 +25,7 @@ RESNET_DEPTHS = {"resnet50": [3, 4, 6, 3], "resnet101": [3, 4, 23, 3]}
 
 def segformer_backbone(
     variant="b0", image_shape=(512, 512, 3), hidden_dims=None, depths=None,
-    projection_filters=None, num_heads=None, drop_path_rate=0.1,
+    projection_filters=None, num_heads=None, drop_path_rate=0.1, decoder="segformer",
 ):
     """A keras-hub SegFormer backbone on an MiT encoder.
 
@@ -38,11 +38,15 @@ def segformer_backbone(
             Defaults to MiT's `[1, 2, 5, 8]`.
         drop_path_rate: stochastic depth of the last block. Defaults to
             `0.1` (SegFormer).
+        decoder: `"segformer"` (keras-hub's `SegFormerBackbone`, the
+            paper's all-MLP decoder) or `"mmseg"` (`MMSegSegFormerBackbone`,
+            the head of the mmseg code the GMMSeg authors trained).
     """
+    check_choice("decoder", decoder, SEGFORMER_DECODERS)
     encoder = mit_backbone(variant, image_shape, hidden_dims=hidden_dims, depths=depths,
                            num_heads=num_heads, drop_path_rate=drop_path_rate)
     spec = MIT_VARIANTS[variant] if variant else {}
-    return keras_hub.models.SegFormerBackbone(
+    return SEGFORMER_DECODERS[decoder](
         image_encoder=encoder,
         projection_filters=projection_filters or spec.get("decoder", 256),
     )
@@ -166,6 +170,62 @@ class DigitCNNBackbone(keras_hub.models.Backbone):
         config.update({"image_shape": self.image_shape, "filters": self.filters,
                        "normalization": self.normalization})
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_gss")
+class MMSegSegFormerBackbone(keras_hub.models.Backbone):
+    """An MiT encoder with mmseg's SegFormer head, the decoder GMMSeg's authors trained.
+
+    mmseg's `SegformerHead` differs from SegFormer's (and keras-hub's) all-MLP
+    decoder: each level's 1×1 projection has no bias and is followed by
+    BatchNorm and ReLU, and the levels are concatenated finest first. Its
+    BatchNorm epsilon is PyTorch's, 1e-5. Use it to load the authors'
+    checkpoints (`keras_gss.convert`); the output is the fused stride-4 map.
+
+    Args:
+        image_encoder: a keras-hub `MiTBackbone`.
+        projection_filters: int. Width of the projections and the fused map.
+    """
+
+    def __init__(self, image_encoder, projection_filters=768, **kwargs):
+        inputs = keras.Input(shape=image_encoder.input.shape[1:], name="images")
+        pyramid = keras.Model(image_encoder.inputs, image_encoder.pyramid_outputs)(inputs)
+        levels = sorted(pyramid, key=lambda level: pyramid[level].shape[1], reverse=True)
+        size = tuple(pyramid[levels[0]].shape[1:3])
+        projected = []
+        for index, level in enumerate(levels):
+            x = keras.layers.Conv2D(projection_filters, 1, use_bias=False,
+                                    name=f"level_{index}_conv")(pyramid[level])
+            x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9,
+                                                name=f"level_{index}_norm")(x)
+            x = keras.layers.ReLU(name=f"level_{index}_relu")(x)
+            if tuple(x.shape[1:3]) != size:
+                x = keras.layers.Resizing(*size, interpolation="bilinear",
+                                          name=f"level_{index}_resize")(x)
+            projected.append(x)
+        x = keras.layers.Concatenate(name="concat")(projected)
+        x = keras.layers.Conv2D(projection_filters, 1, use_bias=False, name="fusion_conv")(x)
+        x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="fusion_norm")(x)
+        x = keras.layers.ReLU(name="fusion_relu")(x)
+        super().__init__(inputs=inputs, outputs=x, **kwargs)
+        self.image_encoder = image_encoder
+        self.projection_filters = projection_filters
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"image_encoder": keras.saving.serialize_keras_object(self.image_encoder),
+                       "projection_filters": self.projection_filters})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["image_encoder"] = keras.saving.deserialize_keras_object(config["image_encoder"])
+        return cls(**config)
+
+
+SEGFORMER_DECODERS = {"segformer": keras_hub.models.SegFormerBackbone,
+                      "mmseg": MMSegSegFormerBackbone}
 
 
 def digit_cnn_backbone(variant=None, image_shape=(28, 28, 1), filters=(32, 64, 128)):

@@ -11,8 +11,12 @@ from keras_gss.data.digit_scenes import CLASS_NAMES as DIGITSCENES_CLASSES
 from keras_gss.data.normalization import IMAGENET_MEAN
 from keras_gss.data.normalization import IMAGENET_STD
 from keras_gss.data.readers import CITYSCAPES_CLASSES
+from keras_gss.data.readers import COCO_STUFF_CLASSES
 
-# The papers' training settings per dataset (GMMSeg §4.1, specs §1.9).
+# The papers' training settings per dataset (GMMSeg §4.1, specs §1.9). ADE20K and COCO-Stuff are
+# tested as mmseg does (keep-ratio resize to 2048×512), but in 512 windows 341 apart, not whole:
+# keras-hub's MiT takes square inputs of its built size.
+MMSEG_512 = {"crop": 512, "stride": 341, "scale": (2048, 512)}
 DATASETS = {
     "cityscapes": {
         "data": {"dataset": "cityscapes", "image_shape": (768, 768, 3),
@@ -22,12 +26,13 @@ DATASETS = {
     },
     "ade20k": {
         "data": {"dataset": "ade20k", "image_shape": (512, 512, 3), "class_names": None,
-                 "num_classes": 150, "sliding_window": None},
+                 "num_classes": 150, "sliding_window": MMSEG_512},
         "training_dataset": "ADE20K (ADEChallengeData2016) train (20,210 images, 150 classes)",
     },
     "coco_stuff10k": {
-        "data": {"dataset": "coco_stuff10k", "image_shape": (512, 512, 3), "class_names": None,
-                 "num_classes": 171, "sliding_window": None},
+        "data": {"dataset": "coco_stuff10k", "image_shape": (512, 512, 3),
+                 "class_names": COCO_STUFF_CLASSES, "num_classes": 171,
+                 "sliding_window": MMSEG_512},
         "training_dataset": "COCO-Stuff-10k train (9,000 images, 171 classes)",
     },
     "imagenet": {

@@ -63,6 +63,9 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
         sinkhorn_iterations: int. Sinkhorn iterations. Defaults to `3`.
         contrast_loss_weight: float. Weight of the component-level
             cross-entropy. Defaults to `0.01`.
+        norm_epsilon: float. The head's BatchNorm epsilon. Defaults to
+            Keras' `1e-3`; `1e-5` (PyTorch's) for the authors' converted
+            checkpoints.
         **kwargs: `dropout`, `ignore_index`, `anomaly_threshold` and the
             rest of `OpenSetImageSegmenter`'s arguments.
 
@@ -107,13 +110,15 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
         sinkhorn_epsilon=0.05,
         sinkhorn_iterations=3,
         contrast_loss_weight=0.01,
+        norm_epsilon=1e-3,
         **kwargs,
     ):
         # === Layers ===
         self.gmm_head = GaussianMixtureHead(
             num_classes=num_classes, num_components=num_components,
             embedding_dim=embedding_dim, component_reduction=component_reduction,
-            class_norm=class_norm, variance_floor=variance_floor, name="gmm_head")
+            class_norm=class_norm, variance_floor=variance_floor, norm_epsilon=norm_epsilon,
+            name="gmm_head")
         self.feature_memory = FeatureMemory(
             num_classes=num_classes, num_components=num_components,
             embedding_dim=embedding_dim, capacity=memory_size,
@@ -131,6 +136,7 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
         self.component_reduction = component_reduction
         self.class_norm = class_norm
         self.variance_floor = variance_floor
+        self.norm_epsilon = norm_epsilon
         self.memory_size = memory_size
         self.samples_per_component = samples_per_component
         self.correct_only = correct_only
@@ -201,6 +207,7 @@ class GMMSegImageSegmenter(OpenSetImageSegmenter):
             "component_reduction": self.component_reduction,
             "class_norm": self.class_norm,
             "variance_floor": self.variance_floor,
+            "norm_epsilon": self.norm_epsilon,
             "memory_size": self.memory_size,
             "samples_per_component": self.samples_per_component,
             "correct_only": self.correct_only,

@@ -57,10 +57,14 @@ presets.update({
 presets["gmmseg_segformer_b5_ade20k"] = _record(
     "gmmseg_segformer_b5_ade20k", {"architecture": "segformer", "variant": "b5"}, "ade20k",
     "GMMSeg head (C=150, M=8, D=64) on SegFormer MiT-B5, ADE20K setting.")
+# The authors' one released model: mmseg's SegFormer head and PyTorch's BatchNorm epsilon, so
+# `keras-gss convert gmmseg` loads their checkpoint into exactly this architecture.
 presets["gmmseg_segformer_b5_cocostuff10k"] = _record(
-    "gmmseg_segformer_b5_cocostuff10k", {"architecture": "segformer", "variant": "b5"},
-    "coco_stuff10k",
-    "GMMSeg head (C=171, M=5, D=64) on SegFormer MiT-B5, COCO-Stuff-10k setting.")
+    "gmmseg_segformer_b5_cocostuff10k",
+    {"architecture": "segformer", "variant": "b5", "decoder": "mmseg"}, "coco_stuff10k",
+    "GMMSeg head (C=171, M=5, D=64) on MiT-B5 with mmseg's SegFormer head, COCO-Stuff-10k "
+    "setting: the architecture of the authors' released checkpoint.",
+    config={"norm_epsilon": 1e-5})
 presets["gmmseg_segformer_digitscenes"] = _record(
     "gmmseg_segformer_digitscenes", DIGITSCENES_BACKBONE, "digitscenes",
     "GMMSeg head (C=9, M=3, D=32) on a 3-stage MiT (32/64/128), DigitScenes 96×96; "
