@@ -179,7 +179,6 @@ def _evaluate(args):
     from keras_gss.data import DigitScenes
     from keras_gss.data import normalize_images
     from keras_gss.data import read_dataset
-
     from keras_gss.inference import window_settings
     from keras_gss.presets import preset_data
 

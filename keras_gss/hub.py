@@ -73,10 +73,11 @@ def download_files(handle, patterns, revision=None, cache_dir=None, local_files_
     """Fetch only a repo's files matching `patterns` (e.g. a checkpoint to convert); its folder."""
     names = list(patterns)  # a cached commit needs no request only if it holds all of them
     return _download(handle, revision, cache_dir, local_files_only, names,
-                     lambda folder: all(os.path.isfile(os.path.join(folder, n)) for n in names))
+                     lambda folder: all(os.path.isfile(os.path.join(folder, n)) for n in names),
+                     what="Repository")
 
 
-def _download(handle, revision, cache_dir, local_files_only, patterns, complete):
+def _download(handle, revision, cache_dir, local_files_only, patterns, complete, what="Preset"):
     import huggingface_hub
     from huggingface_hub import errors
 
@@ -95,27 +96,28 @@ def _download(handle, revision, cache_dir, local_files_only, patterns, complete)
         return huggingface_hub.snapshot_download(local_files_only=local_files_only, **options)
     except errors.RevisionNotFoundError as error:
         raise OSError(
-            f"Preset {handle!r}: revision {revision!r} does not exist on the Hub. "
+            f"{what} {handle!r}: revision {revision!r} does not exist on the Hub. "
             "List the repo's commits on its page, or drop '@revision' for the latest."
         ) from error
     except errors.RepositoryNotFoundError as error:
         raise OSError(
-            f"Preset {handle!r}: the repository {repo!r} does not exist on the Hub "
+            f"{what} {handle!r}: the repository {repo!r} does not exist on the Hub "
             "(or is private: log in with `huggingface-cli login`)."
         ) from error
     except errors.LocalEntryNotFoundError as error:
         partial = _cached_snapshot(repo, revision, cache_dir)
-        if partial:
+        if partial and what == "Preset":
             raise _interrupted(handle, partial) from error
+        fetch = (f"keras_gss.download_preset({handle!r}, cache_dir=...)" if what == "Preset"
+                 else f"huggingface-cli download {repo} {' '.join(patterns)} --cache-dir ...")
         raise OSError(
-            f"Preset {handle!r} is not in the local Hub cache and the Hub cannot be "
-            "reached (offline, or HF_HUB_OFFLINE=1). On a connected machine run "
-            f"keras_gss.download_preset({handle!r}, cache_dir=...) and copy that "
-            "cache here, or pass the preset's local directory."
+            f"{what} {handle!r} is not in the local Hub cache and the Hub cannot be "
+            f"reached (offline, or HF_HUB_OFFLINE=1). On a connected machine run {fetch} "
+            "and copy that cache here, or pass a local directory instead."
         ) from error
     except Exception as error:  # transport errors (dropped connection, timeout) vary by client
         raise OSError(
-            f"Downloading preset {handle!r} failed ({type(error).__name__}: {error}). The "
+            f"Downloading {what.lower()} {handle!r} failed ({type(error).__name__}: {error}). The "
             "Hub cache shows only whole files; run the same call again to resume."
         ) from error
 

@@ -181,6 +181,18 @@ def test_bad_handles_name_the_argument():
         keras_gss.publish_preset(None, "hf://tester/x@main")
 
 
+def test_a_converter_download_offline_names_the_repository_and_the_files(tmp_path):
+    from keras_gss.hub import download_files
+
+    with pytest.raises(OSError) as caught:
+        download_files("hf://nvidia/mit-b0", ("config.json", "model.safetensors"),
+                       cache_dir=str(tmp_path), local_files_only=True)
+    message = str(caught.value)
+    assert message.startswith("Repository 'hf://nvidia/mit-b0' is not in the local Hub cache")
+    assert "huggingface-cli download nvidia/mit-b0 config.json model.safetensors" in message
+    assert "Preset" not in message and "download_preset" not in message
+
+
 TINY_RECIPE = {
     "name": "tiny_digitscenes", "preset": "gmmseg_segformer_digitscenes",
     "data": {"name": "digitscenes", "image_size": 32, "train_scenes": 16, "test_scenes": 4},
