@@ -465,6 +465,16 @@ def test_gmmseg_checkpoint_parity(tmp_path, monkeypatch, capsys):
     np.testing.assert_allclose(outputs["logits"], logits, atol=1e-4)
     np.testing.assert_allclose(outputs["anomaly_score"], score[:, 0].numpy(), atol=1e-3)
 
+    # A renamed key is named (both spellings) and nothing is assigned; the dropped buffers are not.
+    renamed = dict(state, **{"decode_head.mean": state["decode_head.means"]})
+    del renamed["decode_head.means"]
+    torch.save({"state_dict": renamed}, tmp_path / "renamed.pth")
+    before = [np.array(v) for v in model.weights]
+    with pytest.raises(ValueError, match=r"Missing: \['decode_head\.means'\]; "
+                                         r"unexpected: \['decode_head\.mean'\]"):
+        convert.gmmseg(str(tmp_path / "renamed.pth"), model)
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, model.weights))
+
     # The command builds the model the checkpoint is shaped as, saves it with the record's test
     # settings, and the preset reproduces the reference.
     monkeypatch.setenv("KERAS_GSS_HOME", str(tmp_path / "home"))
