@@ -1,6 +1,7 @@
 """DALL-E's discrete VAE (the GSS tokenizer) in Keras, at any width and depth."""
 
 import json
+import warnings
 import os
 
 import keras
@@ -144,8 +145,9 @@ class DiscreteVAE(keras.Model):
         image_channels: int. Defaults to `3`.
         commitment_weight: float. Weight of the commitment term in `fit`'s
             loss (VQ-VAE's β). Defaults to `0.25`.
-        restart_interval: int. Every this many steps, `fit` (on arrays)
-            restarts the codes no feature of 256 training images chose.
+        restart_interval: int. Every this many steps, `fit` (on arrays or a
+            `tf.data.Dataset`) restarts the codes no feature of 256 training
+            images chose.
             Defaults to `100`; `0` never restarts.
 
     Example:
@@ -292,9 +294,14 @@ class DiscreteVAE(keras.Model):
                              f"{width}-wide features; this tokenizer has init_dim="
                              f"{self.init_dim}. Build it with init_dim={width}.")
         callbacks = list(callbacks or [])
-        if self.restart_interval and hasattr(x, "shape"):  # a sample to find unused codes on
-            sample = np.asarray(x[np.random.default_rng(0).permutation(len(x))[:256]])
+        sample = _restart_sample(x) if self.restart_interval else None
+        if sample is not None:
             callbacks.append(_CodeRestarts(self.restart_interval, sample))
+        elif self.restart_interval:
+            warnings.warn("DiscreteVAE.fit restarts unused codes on a sample of arrays or of a "
+                          "tf.data.Dataset; this input is neither, so codes will not restart. "
+                          "Pass arrays or a tf.data.Dataset, or restart_interval=0 to silence.",
+                          stacklevel=2)
         output = self.encoder.get_layer("encoder_output")
         output.trainable = False  # written from the codebook when training ends
         try:
@@ -374,6 +381,23 @@ class DiscreteVAE(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _restart_sample(x, count=256):
+    """Up to `count` training images to find unused codes on: drawn from arrays, the first
+    batches of a tf.data.Dataset (of images, or tuples led by them); None for other inputs."""
+    if hasattr(x, "shape"):
+        return np.asarray(x[np.random.default_rng(0).permutation(len(x))[:count]])
+    if not hasattr(x, "as_numpy_iterator"):
+        return None
+    images, seen = [], 0
+    for element in x.as_numpy_iterator():
+        batch = np.asarray(element[0] if isinstance(element, tuple) else element)
+        images.append(batch if batch.ndim == 4 else batch[None])  # unbatched: one image
+        seen += len(images[-1])
+        if seen >= count:
+            break
+    return np.concatenate(images)[:count] if images else None
 
 
 class _CodeRestarts(keras.callbacks.Callback):

@@ -89,3 +89,34 @@ def test_fit_trains_the_vq_form_and_its_logits_pick_the_nearest_code():
     assert len(np.unique(np.asarray(dvae.encode(crops)))) > 8
     with pytest.raises(ValueError, match="init_dim=32"):
         DiscreteVAE(**SMALL).fit(crops, epochs=1, verbose=0)
+
+
+def test_restarts_draw_on_arrays_and_tf_data_and_warn_for_other_inputs():
+    import tensorflow as tf
+
+    from keras_gss.models.gss.discrete_vae import _restart_sample
+    from keras_gss.models.gss.stage_one import natural_image_crops
+
+    images = np.random.default_rng(0).random((300, 8, 8, 3)).astype("float32")
+    drawn = _restart_sample(images)
+    assert drawn.shape == (256, 8, 8, 3) and len(np.unique(drawn[:, 0, 0, 0])) == 256
+    batched = tf.data.Dataset.from_tensor_slices(images).batch(100)
+    np.testing.assert_array_equal(_restart_sample(batched), images[:256])  # the first batches
+    paired = tf.data.Dataset.from_tensor_slices((images[:10], images[:10])).batch(4)
+    np.testing.assert_array_equal(_restart_sample(paired), images[:10])
+    np.testing.assert_array_equal(
+        _restart_sample(tf.data.Dataset.from_tensor_slices(images[:3])), images[:3])
+    assert _restart_sample(iter([images])) is None
+
+    # A codebook with one live code: with the optimiser still, only restarts revive the rest.
+    crops = natural_image_crops(64, 16, seed=0)
+    dvae = DiscreteVAE(**dict(SMALL, init_dim=32), restart_interval=1)
+    dvae.compile(optimizer=keras.optimizers.SGD(0.0))
+    dvae.encoder_features(crops[:1])
+    codebook = np.full(dvae.token_embedding.kernel.shape, 1e3, "float32")
+    codebook[0] = 0.0
+    dvae.token_embedding.kernel.assign(codebook)
+    dvae.fit(tf.data.Dataset.from_tensor_slices(crops).batch(16), epochs=1, verbose=0)
+    assert len(np.unique(np.asarray(dvae.encode(crops)))) > 8
+    with pytest.warns(UserWarning, match="codes will not restart"):
+        dvae.fit(((batch,) for batch in [crops[:16]]), steps_per_epoch=1, epochs=1, verbose=0)
