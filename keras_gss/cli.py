@@ -203,7 +203,7 @@ def _evaluate(args):
                 raise SystemExit(f"error: --anomaly {item!r} must be READER=ROOT, e.g. "
                                  "fishyscapes_laf=data/fs_laf.")
             anomaly_sets[name] = read_dataset(name, root)
-        # The preset's recorded test settings (stride, mmseg's keep-ratio rescale) where it has them.
+        # The preset's recorded test settings (stride, mmseg's keep-ratio rescale), if any.
         window = window_settings((preset_data(args.model) or {}).get("sliding_window"),
                                  int(model.input.shape[1]), args.stride)
     results = keras_gss.evaluate(
@@ -238,9 +238,14 @@ def _predict(args):
     import keras_gss
     from keras_gss.baselines import max_softmax_score
     from keras_gss.data import normalize_images
+    from keras_gss.inference import predict_sliding_window
+    from keras_gss.inference import window_settings
     from keras_gss.models.open_set_image_segmenter import predict_logits_and_scores
+    from keras_gss.presets import preset_data
 
     model = keras_gss.from_preset(args.preset)
+    # A preset that records test settings (a converted one) is read at each image's own size.
+    recorded = (preset_data(args.preset) or {}).get("sliding_window")
     if isinstance(model, keras_gss.models.OpenSetImageClassifier):
         raise SystemExit(f"error: {args.preset!r} is an image classifier; `predict` writes "
                          "segmentation maps. Use model.predict_outputs(images) in Python.")
@@ -250,10 +255,15 @@ def _predict(args):
     os.makedirs(args.out, exist_ok=True)
     palette = (np.asarray(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
     for path in _image_paths(args.images):
-        image = np.asarray(Image.open(path).convert("RGB").resize((width, height),
-                                                                  Image.BILINEAR))
-        batch = normalize_images(image[None])
-        logits, score = predict_logits_and_scores(model, batch)
+        image = Image.open(path).convert("RGB")
+        if recorded:
+            image = np.asarray(image)
+            out = predict_sliding_window(model, normalize_images(image[None]),
+                                         **window_settings(recorded, width))
+            logits, score = out["logits"], out.get("anomaly_score")
+        else:
+            image = np.asarray(image.resize((width, height), Image.BILINEAR))
+            logits, score = predict_logits_and_scores(model, normalize_images(image[None]))
         logits = logits[0]
         classes = logits.argmax(-1)
         score = (np.asarray(max_softmax_score(logits[None])) if score is None else score)[0]
@@ -340,8 +350,11 @@ def main(argv=None):
     evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluation.set_defaults(run=_evaluate)
     prediction = commands.add_parser(
-        "predict", help="class map, anomaly heatmap and open-set overlay PNGs for images")
-    prediction.add_argument("preset", help="preset directory, zoo name or hf:// handle")
+        "predict", help="class map, anomaly heatmap and open-set overlay PNGs for images (resized "
+                        "to the model's input, or at their own size through a converted "
+                        "preset's recorded windows)")
+    prediction.add_argument("preset", help="preset directory, converted:<name>, zoo name or "
+                                           "hf:// handle")
     prediction.add_argument("images", nargs="+", help="image files or folders of PNG/JPEG")
     prediction.add_argument("--out", required=True, help="folder for the PNGs")
     prediction.add_argument("--threshold", type=float, default=None,

@@ -521,6 +521,13 @@ def test_gmmseg_checkpoint_parity(tmp_path, monkeypatch, capsys):
                                      stride=42, scale=(2048, 512))
         valid = label != 255
         np.add.at(confusion, (label[valid], out["logits"][0].argmax(-1)[valid]), 1)
+        if name == names[0]:  # keras-gss predict: the same windows, at the image's own size
+            image_path = tmp_path / "coco" / "images" / f"{name}.jpg"
+            assert cli.main(["predict", reference, str(image_path), "--out",
+                             str(tmp_path / "pred")]) == 0
+            ids = np.asarray(Image.open(tmp_path / "pred" / f"{name}_class_ids.png"))
+            assert ids.shape == label.shape
+            assert (ids == out["logits"][0].argmax(-1)).mean() > 0.999
     iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
     assert results["closed_set"]["miou"] == pytest.approx(np.nanmean(iou), abs=1e-6)
 
