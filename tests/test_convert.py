@@ -494,17 +494,35 @@ def test_gmmseg_checkpoint_parity(tmp_path, monkeypatch, capsys):
                      "--image-size", "64"]) == 1  # no default folder for another shape
     assert "not shaped as the authors' released model" in capsys.readouterr().err
 
-    # Listed, and loaded by name, once in the converted folder (here a copy of the tiny one).
+    # The released shape is MiT-B5, a 768-wide decoder and (171, 5, 64); the tiny one stands in
+    # for it below (building B5 would take most of a minute), converted into the default folder.
+    import types
+
+    def shaped(dims, depths, width, head):
+        encoder = types.SimpleNamespace(hidden_dims=dims, layerwise_depths=depths)
+        return types.SimpleNamespace(
+            backbone=types.SimpleNamespace(image_encoder=encoder, projection_filters=width),
+            gmm_head=types.SimpleNamespace(num_classes=head[0], num_components=head[1],
+                                           embedding_dim=head[2]))
+
+    b5 = ([64, 128, 320, 512], [3, 6, 40, 3])
+    assert convert.is_gmmseg_release(shaped(*b5, 768, (171, 5, 64)))
+    assert not convert.is_gmmseg_release(shaped(*b5, 768, (150, 5, 64)))
+    assert not convert.is_gmmseg_release(shaped(*b5, 256, (171, 5, 64)))
+    assert not convert.is_gmmseg_release(shaped([32, 64, 160, 256], [2, 2, 2, 2], 768,
+                                                (171, 5, 64)))
     reference = f"converted:{convert.GMMSEG_PRESET}"
     with pytest.raises(FileNotFoundError, match="keras-gss convert gmmseg"):
         keras_gss.from_preset(reference)
     assert cli.main(["list"]) == 0
     assert "the authors' trained model: keras-gss convert gmmseg" in capsys.readouterr().out
-    import shutil
-
-    shutil.copytree(preset, convert.converted_dir(convert.GMMSEG_PRESET))
+    monkeypatch.setattr(convert, "is_gmmseg_release", lambda model: True)
+    assert cli.main(["convert", "gmmseg", str(tmp_path / "gmmseg.pth"), "--image-size", "64"]) == 0
+    assert f"from_preset({reference!r})" in capsys.readouterr().out
+    folder = tmp_path / "home" / "converted" / convert.GMMSEG_PRESET
+    assert json.loads((folder / "conversion.json").read_text())["record"] == convert.GMMSEG_PRESET
     assert cli.main(["list"]) == 0
-    assert f"converted weights here: {reference}" in capsys.readouterr().out
+    assert f"converted weights here: {reference} ({folder})" in capsys.readouterr().out
 
     # keras-gss evaluate on COCO-Stuff-10k's layout: the recorded 2048×512 keep-ratio rescale,
     # then windows of the model's input (2/3 of it apart), scored at each image's own size.
