@@ -549,3 +549,45 @@ def test_gmmseg_checkpoint_parity(tmp_path, monkeypatch, capsys):
     iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
     assert results["closed_set"]["miou"] == pytest.approx(np.nanmean(iou), abs=1e-6)
 
+
+
+@pytest.mark.slow  # full size: MiT-B5, a 768-wide decoder, 171 × 5 × 64 (about a minute)
+def test_gmmseg_release_shape_converts_by_default_and_matches(tmp_path, monkeypatch, capsys):
+    """A random checkpoint shaped as the released one, in the authors' layout, through
+    `keras-gss convert gmmseg` into the default folder, then 512×512 parity."""
+    import json
+
+    import keras_gss
+    from keras_gss import cli
+
+    torch = _require("torch")
+    _require("transformers")
+    sizes = dict(hidden_sizes=[64, 128, 320, 512], depths=[3, 6, 40, 3])
+    encoder = _mit_reference(torch, sizes)
+    head = _gmmseg_head_reference(torch, sizes["hidden_sizes"], 768, 171, 5, 64)
+    encoder.save_pretrained(tmp_path / "hub")
+    legacy = dict(zip(*_load_keys(tmp_path / "hub")))
+    state = {f"backbone.{k}": torch.from_numpy(v)
+             for k, v in _authors_state(legacy, "mmseg").items()}
+    state.update({f"decode_head.{k}": v for k, v in head.state_dict().items()})
+    torch.save({"meta": {}, "state_dict": state}, tmp_path / "release.pth")
+    monkeypatch.setenv("KERAS_GSS_HOME", str(tmp_path / "home"))
+    assert cli.main(["convert", "gmmseg", str(tmp_path / "release.pth")]) == 0
+    assert "(84,763,418 parameters)" in capsys.readouterr().out
+    folder = tmp_path / "home" / "converted" / convert.GMMSEG_PRESET
+    conversion = json.loads((folder / "conversion.json").read_text())
+    assert conversion["record"] == convert.GMMSEG_PRESET
+    assert len(conversion["data"]["class_names"]) == 171
+    model = keras_gss.from_preset(f"converted:{convert.GMMSEG_PRESET}")
+    images = np.random.default_rng(2).normal(size=(1, 512, 512, 3)).astype("float32")
+    with torch.no_grad():
+        states = encoder(torch.from_numpy(images).permute(0, 3, 1, 2),
+                         output_hidden_states=True).hidden_states
+        logits, score = head(list(states))
+        logits = torch.nn.functional.interpolate(logits.permute(0, 3, 1, 2), size=(512, 512),
+                                                 mode="bilinear", align_corners=False)
+        score = torch.nn.functional.interpolate(score[:, None], size=(512, 512),
+                                                mode="bilinear", align_corners=False)
+    outputs = model.predict_outputs(images, verbose=0)
+    np.testing.assert_allclose(outputs["logits"], logits.permute(0, 2, 3, 1).numpy(), atol=1e-4)
+    np.testing.assert_allclose(outputs["anomaly_score"], score[:, 0].numpy(), atol=1e-3)
